@@ -1,0 +1,44 @@
+"""The one GPU sample model every source produces.
+
+A :class:`GpuSample` is one GPU at one instant, keyed by its UUID, with field
+values keyed by the *numeric* DCGM field id (ids are stable across DCGM's 4.6
+renames; names are not). A field that the source did not report is simply
+absent from ``fields`` -- never 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class GpuSample:
+    uuid: str
+    """GPU UUID (``GPU-xxxxxxxx-...``), or the MIG instance's UUID."""
+    timestamp: float
+    """Unix seconds when the values were read."""
+    fields: Mapping[int, float]
+    """DCGM field id -> value in DCGM's unit (as dcgm-exporter prints it)."""
+    index: int | None = None
+    model: str | None = None
+    host: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """Extra low-cardinality context: MIG profile/instance, k8s pod/namespace/container, driver."""
+
+
+@runtime_checkable
+class Collector(Protocol):
+    """A GPU data source. One method.
+
+    ``collect()`` returns the latest sample of every GPU it can see. It must not
+    raise for an absent or failing source: it returns ``[]`` (and counts the
+    failure); capability is probed once, at construction.
+    """
+
+    name: str
+
+    def collect(self) -> list[GpuSample]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""Grafana dashboards as code (``otel_llm.dashboards``); generated JSON ships beside this file."""
