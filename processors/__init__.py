@@ -12,5 +12,6 @@ from otel_llm.processors._model import (
     RootCauseCandidate,
     Severity,
 )
+from otel_llm.processors._spans import SpanRecord, from_readable_span
 
-__all__ = ["Detection", "DetectionSink", "ExportResult", "Incident", "RootCauseCandidate", "Severity"]
+__all__ = ["Detection", "DetectionSink", "ExportResult", "Incident", "RootCauseCandidate", "Severity", "SpanRecord", "from_readable_span"]
