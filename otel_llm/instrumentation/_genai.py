@@ -1,0 +1,358 @@
+"""The GenAI recording core shared by every otel-llm instrumentor.
+
+Three pieces, all cheap enough for the token hot path:
+
+* :class:`GenAIInstruments` -- every GenAI server histogram/counter, created
+  once per meter with semconv names, units, descriptions and explicit bucket
+  advice (so even a MeterProvider without our Views gets LLM-sized buckets).
+* :class:`TokenTimeline` -- one ``perf_counter_ns()`` appended per token (or
+  per decode step); all statistics computed once, at the end, with a single
+  sort (:meth:`TokenTimeline.summary`).
+* :func:`record_generation` -- writes a finished call onto its span
+  (semconv attributes + ``otel_llm.token_gap.*``) and records the metrics with
+  low-cardinality attributes only (:func:`metric_attributes`).
+
+Per-gap histogram points
+------------------------
+``otel_llm.server.token_gap`` receives one point per inter-token gap: the
+fleet-wide gap distribution (p99 inter-token latency across all requests,
+as vLLM's ``inter_token_latency_seconds``) cannot be rebuilt from per-request
+summaries. One SDK ``Histogram.record`` costs ~5-7 us, so recording 31 gaps
+inline would cost ~0.2 ms per 32-token call. Instead the gap list is handed
+to a bounded queue (one ``deque.append``) and recorded by the SDK's own
+collection cycle: an observable-instrument callback drains the queue into
+the histogram just before the reader collects (the SDK runs callbacks before
+reading synchronous storage), so every gap lands in the very next export.
+The work moves off the request path onto the exporter's thread; the request
+keeps its span context for exemplars. When the queue is full (no reader ever
+collects) the oldest gaps are dropped and counted (``otel_llm.dropped``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Mapping, Sequence
+from time import perf_counter_ns
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.trace import Span
+
+from otel_llm import environment_variables as ev
+from otel_llm import semconv as sc
+from otel_llm._env import env_float
+from otel_llm._gpu import current_gpu_uuids
+from otel_llm._selftelemetry import report_dropped, report_error
+from otel_llm._views import bucket_boundaries
+
+__all__ = [
+    "DEFAULT_STALL_THRESHOLD_MS",
+    "GenAIInstruments",
+    "TimelineSummary",
+    "TokenTimeline",
+    "metric_attributes",
+    "record_generation",
+    "stall_threshold_s",
+    "stamp_gpu_uuids",
+]
+
+DEFAULT_STALL_THRESHOLD_MS = 250.0
+_MAX_PENDING_GAPS = 262_144  # ~8 MiB of floats at most waiting for the next collection
+
+
+def stall_threshold_s(arg_ms: float | None = None) -> float:
+    """Gap (seconds) above which a gap is a stall. Argument (ms) > ``OTEL_LLM_STALL_THRESHOLD_MS`` > 250 ms."""
+    ms = env_float(ev.OTEL_LLM_STALL_THRESHOLD_MS, arg_ms, DEFAULT_STALL_THRESHOLD_MS, minimum=0.0)
+    assert ms is not None
+    return ms / 1000.0
+
+
+# ---------------------------------------------------------------------------
+# instruments
+# ---------------------------------------------------------------------------
+class GenAIInstruments:
+    """Every GenAI server instrument on one meter. Create once per instrumentor/meter, share freely."""
+
+    def __init__(self, meter: Meter) -> None:
+        def hist(name: str, unit: str, description: str):
+            return meter.create_histogram(
+                name,
+                unit=unit,
+                description=description,
+                explicit_bucket_boundaries_advisory=list(bucket_boundaries(name) or ()) or None,
+            )
+
+        self.request_duration = hist(
+            sc.GEN_AI_SERVER_REQUEST_DURATION, "s", "Generative AI server request duration such as time-to-last byte or last output token."
+        )
+        self.time_to_first_token = hist(
+            sc.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN, "s", "Time to generate first token for successful responses."
+        )
+        self.time_per_output_token = hist(
+            sc.GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN, "s", "Time per output token generated after the first token for successful responses."
+        )
+        self.token_usage = hist(sc.GEN_AI_CLIENT_TOKEN_USAGE, "{token}", "Number of input and output tokens used.")
+        self.token_gap = hist(
+            sc.OTEL_LLM_SERVER_TOKEN_GAP, "s", "Every inter-token gap: time between consecutive output tokens of one sequence."
+        )
+        self.stalls = meter.create_counter(
+            sc.OTEL_LLM_SERVER_STALLS, unit="{gap}", description="Inter-token gaps longer than the stall threshold."
+        )
+        self.queue_duration = hist(sc.OTEL_LLM_SERVER_QUEUE_DURATION, "s", "Time a request waited before its prefill began.")
+        self.prefill_duration = hist(sc.OTEL_LLM_SERVER_PREFILL_DURATION, "s", "Time spent in prefill (prompt processing).")
+        self.decode_duration = hist(sc.OTEL_LLM_SERVER_DECODE_DURATION, "s", "Time from the first to the last output token.")
+        self.batch_size = hist(sc.OTEL_LLM_SERVER_BATCH_SIZE, "{sequence}", "Sequences generated together in one call or engine step.")
+        self._pending: deque[tuple[Sequence[float], Mapping[str, Any], Context | None]] = deque()
+        self._pending_n = 0
+        self._lock = threading.Lock()
+        # Drains deferred gap points at collection time; it never reports an observation of its own.
+        meter.create_observable_up_down_counter(
+            "otel_llm.internal.deferred_flush",
+            callbacks=[self._flush_callback],
+            unit="1",
+            description="otel-llm internal: records deferred per-token gap points at collection (no data).",
+        )
+
+    # -- deferred gap points -------------------------------------------------
+    def defer_gaps(self, gaps_s: Sequence[float], attributes: Mapping[str, Any], context: Context | None) -> None:
+        """Queue per-gap points for ``token_gap`` (recorded at the next collection)."""
+        n = len(gaps_s)
+        if not n:
+            return
+        with self._lock:
+            self._pending.append((gaps_s, attributes, context))
+            self._pending_n += n
+            dropped = 0
+            while self._pending_n > _MAX_PENDING_GAPS and len(self._pending) > 1:
+                old = self._pending.popleft()
+                self._pending_n -= len(old[0])
+                dropped += len(old[0])
+        if dropped:
+            report_dropped("token_gap", "queue_full", dropped)
+
+    def flush_gaps(self) -> int:
+        """Record every queued gap point now; returns how many were recorded."""
+        with self._lock:
+            items = list(self._pending)
+            self._pending.clear()
+            self._pending_n = 0
+        record = self.token_gap.record
+        n = 0
+        for gaps, attrs, ctx in items:
+            for g in gaps:
+                record(g, attrs, ctx)
+            n += len(gaps)
+        return n
+
+    def _flush_callback(self, options: CallbackOptions) -> list[Observation]:
+        try:
+            self.flush_gaps()
+        except Exception as exc:  # never fail a collection
+            report_error("genai.flush_gaps", exc)
+        return []
+
+
+# ---------------------------------------------------------------------------
+# timeline
+# ---------------------------------------------------------------------------
+class TimelineSummary:
+    """Statistics of one generation's token arrival times (seconds)."""
+
+    __slots__ = ("gap_max", "gap_p50", "gap_p90", "gap_p99", "gaps", "stall_threshold", "stalls", "tokens", "tpot", "ttft")
+
+    def __init__(
+        self,
+        tokens: int,
+        ttft: float | None,
+        tpot: float | None,
+        gaps: list[float],
+        gap_p50: float | None,
+        gap_p90: float | None,
+        gap_p99: float | None,
+        gap_max: float | None,
+        stalls: int,
+        stall_threshold: float,
+    ) -> None:
+        self.tokens = tokens
+        self.ttft = ttft
+        self.tpot = tpot
+        self.gaps = gaps
+        self.gap_p50 = gap_p50
+        self.gap_p90 = gap_p90
+        self.gap_p99 = gap_p99
+        self.gap_max = gap_max
+        self.stalls = stalls
+        self.stall_threshold = stall_threshold
+
+    def __repr__(self) -> str:
+        return (
+            f"TimelineSummary(tokens={self.tokens}, ttft={self.ttft}, tpot={self.tpot}, p50={self.gap_p50}, "
+            f"p90={self.gap_p90}, p99={self.gap_p99}, max={self.gap_max}, stalls={self.stalls})"
+        )
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default method) of pre-sorted values."""
+    pos = q * (len(sorted_values) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    frac = pos - lo
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac
+
+
+class TokenTimeline:
+    """Token arrival times of one generation, as ``perf_counter_ns`` integers.
+
+    Hot path: ``timeline.mark()`` (or ``timeline.append(perf_counter_ns())``)
+    once per emitted token or decode step -- one list append, ~0.1 us.
+    Everything else happens once in :meth:`summary`.
+    """
+
+    __slots__ = ("append", "start_ns", "times")
+
+    def __init__(self, start_ns: int | None = None) -> None:
+        self.start_ns = perf_counter_ns() if start_ns is None else start_ns
+        self.times: list[int] = []
+        self.append = self.times.append
+
+    def mark(self) -> None:
+        self.times.append(perf_counter_ns())
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def summary(self, stall_threshold: float, tokens: int | None = None) -> TimelineSummary:
+        """Statistics over the first ``tokens`` marks (all when None).
+
+        ``ttft`` = first mark - start; ``tpot`` = (last - first) / (n - 1);
+        gaps are consecutive differences (n - 1 of them); percentiles use
+        linear interpolation; ``stalls`` counts gaps > ``stall_threshold`` s.
+        """
+        times = self.times if tokens is None or tokens >= len(self.times) else self.times[: max(tokens, 0)]
+        n = len(times)
+        if n == 0:
+            return TimelineSummary(0, None, None, [], None, None, None, None, 0, stall_threshold)
+        ttft = (times[0] - self.start_ns) / 1e9
+        if n == 1:
+            return TimelineSummary(1, ttft, None, [], None, None, None, None, 0, stall_threshold)
+        gaps = [(b - a) / 1e9 for a, b in zip(times, times[1:], strict=False)]
+        ordered = sorted(gaps)
+        stalls = 0
+        if ordered[-1] > stall_threshold:
+            # count from the top of the sorted list: usually zero or a handful
+            for g in reversed(ordered):
+                if g > stall_threshold:
+                    stalls += 1
+                else:
+                    break
+        return TimelineSummary(
+            n,
+            ttft,
+            (times[-1] - times[0]) / 1e9 / (n - 1),
+            gaps,
+            _quantile(ordered, 0.50),
+            _quantile(ordered, 0.90),
+            _quantile(ordered, 0.99),
+            ordered[-1],
+            stalls,
+            stall_threshold,
+        )
+
+
+# ---------------------------------------------------------------------------
+# writing a finished call
+# ---------------------------------------------------------------------------
+def metric_attributes(
+    operation: str,
+    provider: str,
+    request_model: str | None,
+    response_model: str | None = None,
+    error_type: str | None = None,
+    server_address: str | None = None,
+    server_port: int | None = None,
+) -> dict[str, Any]:
+    """The ONLY attributes GenAI metrics carry: operation, provider, models, error.type, server address/port."""
+    attrs: dict[str, Any] = {sc.GEN_AI_OPERATION_NAME: operation, sc.GEN_AI_PROVIDER_NAME: provider}
+    if request_model:
+        attrs[sc.GEN_AI_REQUEST_MODEL] = request_model
+    if response_model:
+        attrs[sc.GEN_AI_RESPONSE_MODEL] = response_model
+    if error_type:
+        attrs[sc.ERROR_TYPE] = error_type
+    if server_address:
+        attrs[sc.SERVER_ADDRESS] = server_address
+    if server_port:
+        attrs[sc.SERVER_PORT] = server_port
+    return attrs
+
+
+def record_generation(
+    span: Span | None,
+    instruments: GenAIInstruments,
+    metric_attrs: Mapping[str, Any],
+    *,
+    duration_s: float,
+    summary: TimelineSummary | None = None,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    context: Context | None = None,
+) -> None:
+    """Write one finished generation onto ``span`` and into the metrics.
+
+    Span: ``gen_ai.usage.*`` (when known), ``otel_llm.response.time_to_first_token``,
+    ``otel_llm.response.time_per_output_token``, ``otel_llm.token_gap.{p50,p90,p99,max,stalls,
+    stall_threshold}``. Metrics: request duration always; TTFT / TPOT only when
+    ``error.type`` is absent (semconv: "for successful responses"); token usage
+    by ``gen_ai.token.type``; every gap (deferred, see module docstring); stalls.
+    ``metric_attrs`` must come from :func:`metric_attributes` (low cardinality).
+    ``context`` is the span's context, for exemplars.
+    """
+    ok = sc.ERROR_TYPE not in metric_attrs
+    if span is not None and span.is_recording():
+        attrs: dict[str, Any] = {}
+        if input_tokens is not None:
+            attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
+        if output_tokens is not None:
+            attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens
+        if summary is not None and summary.ttft is not None:
+            attrs[sc.OTEL_LLM_TTFT] = summary.ttft
+            if summary.tpot is not None:
+                attrs[sc.OTEL_LLM_TPOT] = summary.tpot
+                attrs[sc.OTEL_LLM_GAP_P50] = summary.gap_p50
+                attrs[sc.OTEL_LLM_GAP_P90] = summary.gap_p90
+                attrs[sc.OTEL_LLM_GAP_P99] = summary.gap_p99
+                attrs[sc.OTEL_LLM_GAP_MAX] = summary.gap_max
+                attrs[sc.OTEL_LLM_GAP_STALLS] = summary.stalls
+                attrs[sc.OTEL_LLM_STALL_THRESHOLD] = summary.stall_threshold
+        span.set_attributes(attrs)
+
+    instruments.request_duration.record(duration_s, metric_attrs, context)
+    if summary is not None and summary.ttft is not None:
+        if ok:
+            instruments.time_to_first_token.record(summary.ttft, metric_attrs, context)
+            if summary.tpot is not None:
+                instruments.time_per_output_token.record(summary.tpot, metric_attrs, context)
+        if summary.gaps:
+            instruments.defer_gaps(summary.gaps, metric_attrs, context)
+        if summary.stalls:
+            instruments.stalls.add(summary.stalls, metric_attrs, context)
+    if input_tokens is not None:
+        instruments.token_usage.record(input_tokens, {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_INPUT}, context)
+    if output_tokens is not None:
+        instruments.token_usage.record(
+            output_tokens, {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_OUTPUT}, context
+        )
+
+
+def stamp_gpu_uuids(span: Span | None) -> None:
+    """Set ``otel_llm.gpu.uuids`` from :func:`otel_llm._gpu.current_gpu_uuids` (nothing on CPU-only hosts)."""
+    if span is None:
+        return
+    try:
+        uuids = current_gpu_uuids()
+        if uuids:
+            span.set_attribute(sc.OTEL_LLM_GPU_UUIDS, list(uuids))
+    except Exception as exc:
+        report_error("genai.gpu_uuids", exc)
