@@ -1,0 +1,262 @@
+"""Orchestrates one demo run: services up, workload replayed, faults injected, pipeline ticked.
+
+Everything runs in this process on loopback: the LLM server, the retrieval
+service and the gateway each on their own uvicorn thread and tracer provider;
+the load generator on the main asyncio loop; the analysis pipeline on a worker
+thread once per tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from otel_llm.demo._faults import KIND_BURST, KIND_GPU_THROTTLE, KIND_GPU_XID, KIND_SLOW_DEPENDENCY, Fault
+from otel_llm.demo._gpus import DemoGpus
+from otel_llm.demo._series import Point, SeriesAggregator, gpu_points
+from otel_llm.demo._telemetry import (
+    SERVICE_GATEWAY,
+    SERVICE_LLM,
+    SERVICE_RETRIEVAL,
+    ServiceTelemetry,
+    SpanSink,
+)
+from otel_llm.demo._workload import (
+    ReplayStats,
+    RequestResult,
+    WorkloadRequest,
+    WorkloadSpec,
+    openai_sender,
+    plan_workload,
+    read_trace,
+    replay,
+)
+
+_logger = logging.getLogger("otel_llm.demo")
+
+
+@dataclass
+class DemoConfig:
+    duration_s: float = 180.0
+    workload: Path | None = None
+    speedup: float = 4.0
+    max_rate: float | None = 6.0
+    faults: list[Fault] = field(default_factory=list)
+    n_gpus: int = 2
+    gpu: str = "sim"
+    alertmanager_url: str | None = None
+    grafana_url: str | None = None
+    otlp_endpoint: str | None = None
+    report_dir: Path = Path("report")
+    with_backends: bool = False
+    seed: int = 0
+    concurrency: int = 16
+    tick_s: float = 1.0
+    window_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not self.duration_s > 0:
+            raise ValueError(f"--duration must be > 0 seconds, got {self.duration_s}")
+        if self.gpu not in ("sim", "auto"):
+            raise ValueError(f"--gpu must be 'sim' or 'auto', got {self.gpu!r}")
+
+
+@dataclass
+class TickState:
+    """What the live view shows after each tick."""
+
+    t: float
+    points: list[Point]
+    gpu_state: dict[str, dict[str, Any]]
+    active_faults: list[Fault]
+    replay: ReplayStats
+
+
+def apply_bursts(plan: list[WorkloadRequest], faults: list[Fault], seed: int) -> list[WorkloadRequest]:
+    """Add ``multiplier - 1`` extra arrivals per planned arrival inside each burst window."""
+    import random
+
+    rng = random.Random(seed + 17)
+    extra: list[WorkloadRequest] = []
+    for f in faults:
+        if f.kind != KIND_BURST:
+            continue
+        mult = float(f.params.get("multiplier", 5.0))
+        inside = [r for r in plan if f.start <= r.at < f.end]
+        for r in inside:
+            copies = int(mult - 1) + (1 if rng.random() < (mult - 1) % 1 else 0)
+            for _ in range(copies):
+                at = min(f.end - 1e-3, r.at + rng.uniform(0, 0.5))
+                extra.append(WorkloadRequest(at, r.prompt_tokens, r.max_tokens, r.retrieval,
+                                             r.source_context_tokens, r.source_generated_tokens, 0))
+    merged = sorted([*plan, *extra], key=lambda r: r.at)
+    return [WorkloadRequest(r.at, r.prompt_tokens, r.max_tokens, r.retrieval, r.source_context_tokens,
+                            r.source_generated_tokens, i) for i, r in enumerate(merged)]
+
+
+class DemoRun:
+    """One run. ``run()`` blocks for about ``duration_s`` and returns the collected material."""
+
+    def __init__(self, cfg: DemoConfig, *, pipeline: Any = None,
+                 on_tick: Callable[[TickState], None] | None = None) -> None:
+        self.cfg = cfg
+        self.pipeline = pipeline
+        self.on_tick = on_tick
+        self.sink = SpanSink()
+        self.telemetry = {
+            name: ServiceTelemetry(name, self.sink, otlp_endpoint=cfg.otlp_endpoint)
+            for name in (SERVICE_GATEWAY, SERVICE_RETRIEVAL, SERVICE_LLM)
+        }
+        self.gpus = DemoGpus(cfg.n_gpus, seed=cfg.seed)
+        self.aggregator = SeriesAggregator(window_s=cfg.window_s)
+        self.points: list[Point] = []
+        self.gpu_timeline: list[tuple[float, dict[str, dict[str, Any]]]] = []
+        self.stats = ReplayStats()
+        self.t0_wall = 0.0
+        self.server_kind = ""
+        self._handles: list[Any] = []
+        self._closers: list[Callable[[], Any]] = []
+
+    # ------------------------------------------------------------------ services
+    def _start_services(self) -> None:
+        from otel_llm.demo._http import serve_in_thread
+        from otel_llm.demo._services import Gateway, RetrievalService
+        from otel_llm.models import TINY_MODEL_NAME, build_tiny_model
+
+        llm_tel = self.telemetry[SERVICE_LLM]
+        model, tokenizer = build_tiny_model(seed=self.cfg.seed)
+        from otel_llm.demo._fallback_server import FallbackLLMServer
+
+        server = FallbackLLMServer(model, tokenizer, self.gpus, llm_tel.tracer_provider, llm_tel.meter_provider,
+                                   model_name=TINY_MODEL_NAME)
+        self.server_kind = "demo fallback server (otel_llm.server not available)"
+        self._closers.append(server.close)
+        self.model_name = TINY_MODEL_NAME
+        llm = serve_in_thread(server.app(), name="llm-server")
+        self._handles.append(llm)
+        self.retrieval = RetrievalService(self.telemetry[SERVICE_RETRIEVAL].tracer_provider, seed=self.cfg.seed)
+        ret = serve_in_thread(self.retrieval.app(), name="retrieval")
+        self._handles.append(ret)
+        self.gateway = Gateway(self.telemetry[SERVICE_GATEWAY].tracer_provider, llm_url=llm.url,
+                               retrieval_url=ret.url)
+        gw = serve_in_thread(self.gateway.app(), name="gateway")
+        self._handles.append(gw)
+        self.gateway_url = gw.url
+
+    def _stop_services(self) -> None:
+        for h in reversed(self._handles):
+            try:
+                h.stop()
+            except Exception:  # pragma: no cover - best effort at shutdown
+                _logger.debug("stopping a demo service failed", exc_info=True)
+        for c in self._closers:
+            try:
+                c()
+            except Exception:  # pragma: no cover
+                _logger.debug("closing failed", exc_info=True)
+
+    # ------------------------------------------------------------------ faults
+    def _apply_faults(self, t: float) -> list[Fault]:
+        active = [f for f in self.cfg.faults if f.active(t)]
+        throttle = {i: 1.0 for i in range(len(self.gpus.uuids))}
+        lost = dict.fromkeys(range(len(self.gpus.uuids)), False)
+        slow = 1.0
+        for f in active:
+            if f.kind == KIND_GPU_THROTTLE:
+                throttle[int(f.params["gpu"])] = float(f.params["factor"])
+            elif f.kind == KIND_GPU_XID:
+                lost[int(f.params["gpu"])] = True
+            elif f.kind == KIND_SLOW_DEPENDENCY:
+                slow = max(slow, float(f.params["factor"]))
+        for i in throttle:
+            self.gpus.set_throttle(i, throttle[i])
+            xid = next((int(f.params.get("xid", 79)) for f in active
+                        if f.kind == KIND_GPU_XID and int(f.params["gpu"]) == i), 79)
+            self.gpus.set_lost(i, lost[i], xid)
+        self.retrieval.slowdown = slow
+        return active
+
+    # ------------------------------------------------------------------ main loop
+    def build_plan(self) -> list[WorkloadRequest]:
+        from otel_llm.workloads import default_workload_path
+
+        rows = read_trace(self.cfg.workload or default_workload_path())
+        spec = WorkloadSpec(speedup=self.cfg.speedup, max_rate=self.cfg.max_rate, seed=self.cfg.seed)
+        return apply_bursts(plan_workload(rows, spec, self.cfg.duration_s), self.cfg.faults, self.cfg.seed)
+
+    async def _ticker(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.cfg.tick_s)
+            except asyncio.TimeoutError:
+                pass
+            await asyncio.to_thread(self._tick, final=stop.is_set())
+
+    def _tick(self, final: bool = False) -> None:
+        now = time.time()
+        t = now - self.t0_wall
+        active = self._apply_faults(t) if not final else []
+        spans = self.sink.drain()
+        self.aggregator.add_spans(spans)
+        samples = self.gpus.collect()
+        points = self.aggregator.flush(now, final=final) + gpu_points(samples)
+        self.points.extend(points)
+        gpu_state = {}
+        seen = {s.uuid: s for s in samples}
+        for i, u in enumerate(self.gpus.uuids):
+            s = seen.get(u)
+            gpu_state[u] = {"index": i, "lost": s is None, "fields": dict(s.fields) if s else {},
+                            "throttle": self.gpus.slowdown_factor(u)}
+        self.gpu_timeline.append((now, gpu_state))
+        if self.pipeline is not None:
+            try:
+                self.pipeline.tick(now, spans=spans, points=points, samples=samples)
+            except Exception as exc:
+                from otel_llm._selftelemetry import report_error
+
+                report_error("demo.pipeline", exc)
+        if self.on_tick is not None:
+            self.on_tick(TickState(t, points, gpu_state, active, self.stats))
+
+    async def _main(self) -> None:
+        import httpx
+
+        plan = self.build_plan()
+        self.plan = plan
+        stop = asyncio.Event()
+        limits = httpx.Limits(max_connections=self.cfg.concurrency * 2,
+                              max_keepalive_connections=self.cfg.concurrency)
+        async with httpx.AsyncClient(timeout=60.0, limits=limits) as client:
+            send = openai_sender(client, self.gateway_url, self.model_name, seed=self.cfg.seed)
+            self.t0_wall = time.time()
+            ticker = asyncio.create_task(self._ticker(stop))
+
+            async def stop_at_deadline() -> None:
+                await asyncio.sleep(self.cfg.duration_s)
+                stop.set()
+
+            deadline = asyncio.create_task(stop_at_deadline())
+            await replay(plan, send, concurrency=self.cfg.concurrency, stop=stop, stats=self.stats,
+                         on_result=self._on_result)
+            stop.set()
+            deadline.cancel()
+            await ticker
+        await self.gateway.aclose()
+
+    def _on_result(self, result: RequestResult) -> None:
+        return None
+
+    def run(self) -> DemoRun:
+        self._start_services()
+        try:
+            asyncio.run(self._main())
+        finally:
+            self._stop_services()
+            time.sleep(0.05)
+            self._tick(final=True)
+        return self
