@@ -166,16 +166,17 @@ def _gpu_alerts(cfg: RulesConfig) -> _Group:
                 summary="XID error on GPU {{ $labels.gpu }}",
                 description="The NVIDIA driver reported an XID event (79: fell off the bus, 48/63/64/94/95: "
                             "memory errors, 74: NVLink). Drain the GPU and check `dmesg`.")
-    ecc = gpu_series(f'increase({M.HW_ERRORS}{{{L.ERROR_TYPE}=~".*(uncorrect|dbe|ecc).*"}}[10m])',
+    ecc = gpu_series(f'increase({M.HW_ERRORS}{{{L.ERROR_TYPE}=~".*(uncorrect|dbe).*"}}[10m])',
                      f"increase({DCGM.ECC_DBE}[10m])")
     group.alert("GPUEccUncorrectable", f"({ecc}) > 0", for_="0s", severity="critical",
                 summary="Uncorrectable ECC errors on GPU {{ $labels.gpu }}",
                 description="Double-bit/uncorrectable ECC errors corrupt results; drain and reset the GPU.")
-    remap = gpu_series(f'increase({M.ROW_REMAP}{{{L.ROW_REMAP_TYPE}=~".*fail.*"}}[10m])',
-                       DCGM.ROW_REMAP_FAILURE)
-    group.alert("GPURowRemapFailure", f"({remap}) > 0", for_="0s", severity="critical",
-                summary="Row remapping failed on GPU {{ $labels.gpu }}",
-                description="The GPU ran out of spare memory rows; it needs an RMA.")
+    remap = gpu_series(f'increase({M.ROW_REMAP}{{{L.ROW_REMAP_TYPE}="uncorrectable"}}[10m])',
+                       f"((increase({DCGM.UNCORRECTABLE_REMAPPED}[10m]) > 0) or ({DCGM.ROW_REMAP_FAILURE} > 0))")
+    group.alert("GPURowRemap", f"({remap}) > 0", for_="0s", severity="critical",
+                summary="Memory row remapped after an uncorrectable error on GPU {{ $labels.gpu }}",
+                description="A row was remapped because of an uncorrectable memory error (or remapping failed): "
+                            "the GPU needs a reset; repeated events or a failure mean RMA.")
     for kind, dcgm in (("thermal", DCGM.THERMAL_VIOLATION), ("power", DCGM.POWER_VIOLATION)):
         expr = gpu_series(f'{M.THROTTLE}{{{L.THROTTLE_REASON}=~".*{kind}.*"}}',
                           f"(rate({dcgm}[1m]) > bool 0)")

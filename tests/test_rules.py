@@ -88,7 +88,7 @@ def test_every_alert_has_runbook_summary_severity():
     alerts = [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
     names = {a["alert"] for a in alerts}
     for wanted in ("LLMTTFTBudgetBurn", "LLMErrorBudgetBurn", "GPUXidError", "GPUEccUncorrectable",
-                   "GPURowRemapFailure", "GPUThermalThrottling", "GPUPowerThrottling", "GPUSeriesAbsent",
+                   "GPURowRemap", "GPUThermalThrottling", "GPUPowerThrottling", "GPUSeriesAbsent",
                    "LLMKVCacheSaturated", "LLMQueueGrowing", "LLMAnomalyScoreHigh", "LLMLearnedBandBreach"):
         assert wanted in names
     for a in alerts:
