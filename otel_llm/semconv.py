@@ -127,6 +127,20 @@ OTEL_LLM_SERVER_REQUESTS_WAITING: Final = "otel_llm.server.requests.waiting"  # 
 OTEL_LLM_SERVER_KV_CACHE_UTILIZATION: Final = "otel_llm.server.kv_cache.utilization"  # gauge, ratio 0..1
 OTEL_LLM_SERVER_PREEMPTIONS: Final = "otel_llm.server.preemptions"  # counter
 
+# vLLM bridge (own): vllm:* series with no semconv/otel_llm.server name keep
+# their vLLM name under this prefix (``vllm:iteration_tokens_total`` ->
+# ``otel_llm.vllm.iteration_tokens_total``); their labels other than
+# model_name become ``otel_llm.vllm.<label>`` attributes.
+OTEL_LLM_VLLM_PREFIX: Final = "otel_llm.vllm."
+OTEL_LLM_VLLM_SCRAPE_ERRORS: Final = "otel_llm.vllm.scrape.errors"  # counter, error.type
+OTEL_LLM_VLLM_SCRAPE_DURATION: Final = "otel_llm.vllm.scrape.duration"  # gauge, s, last scrape
+
+# OpenAI-compatible server middleware (own span attributes)
+OTEL_LLM_TOKEN_COUNT_SOURCE: Final = "otel_llm.response.token_count_source"  # usage | chunks | tokenizer
+OTEL_LLM_RESPONSE_CHUNKS: Final = "otel_llm.response.chunks"  # SSE data chunks streamed
+OTEL_LLM_CLIENT_DISCONNECTED: Final = "otel_llm.client.disconnected"  # bool
+OTEL_LLM_KV_CACHE_SIMULATED: Final = "otel_llm.kv_cache.simulated"  # bool, reference server
+
 # torch process GPU memory (own)
 OTEL_LLM_TORCH_MEMORY_ALLOCATED: Final = "otel_llm.torch.cuda.memory.allocated"  # By
 OTEL_LLM_TORCH_MEMORY_RESERVED: Final = "otel_llm.torch.cuda.memory.reserved"  # By
