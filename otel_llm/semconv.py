@@ -52,6 +52,13 @@ GEN_AI_OUTPUT_TYPE: Final = "gen_ai.output.type"
 ERROR_TYPE: Final = "error.type"
 SERVER_ADDRESS: Final = "server.address"
 SERVER_PORT: Final = "server.port"
+# Callee of a CLIENT span when the callee is not instrumented (RCA names the
+# downstream after the first present; db.system / net.peer.name are the older
+# names still found in recorded traces).
+PEER_SERVICE: Final = "peer.service"
+DB_SYSTEM_NAME: Final = "db.system.name"
+DB_SYSTEM: Final = "db.system"
+NET_PEER_NAME: Final = "net.peer.name"
 
 # Well-known values
 OPERATION_CHAT: Final = "chat"
@@ -140,12 +147,17 @@ OTEL_LLM_TOKEN_COUNT_SOURCE: Final = "otel_llm.response.token_count_source"  # u
 OTEL_LLM_RESPONSE_CHUNKS: Final = "otel_llm.response.chunks"  # SSE data chunks streamed
 OTEL_LLM_CLIENT_DISCONNECTED: Final = "otel_llm.client.disconnected"  # bool
 OTEL_LLM_KV_CACHE_SIMULATED: Final = "otel_llm.kv_cache.simulated"  # bool, reference server
+# HTTP server attributes on the middleware's SERVER span (semconv http.* / url.*)
+HTTP_REQUEST_METHOD: Final = "http.request.method"
+HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
+URL_PATH: Final = "url.path"
 
 # torch process GPU memory (own)
 OTEL_LLM_TORCH_MEMORY_ALLOCATED: Final = "otel_llm.torch.cuda.memory.allocated"  # By
 OTEL_LLM_TORCH_MEMORY_RESERVED: Final = "otel_llm.torch.cuda.memory.reserved"  # By
 OTEL_LLM_TORCH_MEMORY_PEAK: Final = "otel_llm.torch.cuda.memory.peak"  # By
 OTEL_LLM_TORCH_OOM: Final = "otel_llm.torch.cuda.oom"  # counter
+OTEL_LLM_TORCH_MODULE: Final = "otel_llm.torch.module"  # span attribute: nn.Module class of a forward span
 
 # Self-telemetry (own): errors inside otel-llm, never the host's
 OTEL_LLM_INSTRUMENTATION_ERRORS: Final = "otel_llm.instrumentation.errors"  # counter, attrs: component, error.type
@@ -172,6 +184,7 @@ HW_ENERGY: Final = "hw.energy"  # J
 HW_TEMPERATURE: Final = "hw.temperature"  # Cel
 HW_ERRORS: Final = "hw.errors"  # counter, error.type
 HW_STATUS: Final = "hw.status"  # updowncounter 0/1 per hw.state
+HW_SENSOR_LOCATION: Final = "hw.sensor_location"  # hw.temperature: "gpu" | "memory"
 NETWORK_IO_DIRECTION: Final = "network.io.direction"
 HOST_NAME: Final = "host.name"
 K8S_POD_NAME: Final = "k8s.pod.name"
@@ -193,8 +206,9 @@ OTEL_LLM_GPU_CLOCK_MEMORY: Final = "otel_llm.gpu.clock.memory"  # Hz
 OTEL_LLM_GPU_THROTTLE: Final = "otel_llm.gpu.throttle"  # state set: 1 when the reason is active
 OTEL_LLM_GPU_THROTTLE_REASON: Final = "otel_llm.gpu.throttle.reason"  # attribute
 OTEL_LLM_GPU_XID_EVENTS: Final = "otel_llm.gpu.xid.events"  # counter, otel_llm.gpu.xid
-OTEL_LLM_GPU_PCIE_IO: Final = "otel_llm.gpu.pcie.io"  # By, network.io.direction
-OTEL_LLM_GPU_NVLINK_IO: Final = "otel_llm.gpu.nvlink.io"  # By
+OTEL_LLM_GPU_PCIE_IO: Final = "otel_llm.gpu.pcie.io"  # gauge By/s (DCGM profiling rate), network.io.direction
+OTEL_LLM_GPU_NVLINK_IO: Final = "otel_llm.gpu.nvlink.io"  # gauge By/s, network.io.direction
+OTEL_LLM_GPU_MEMORY_COPY_UTILIZATION: Final = "otel_llm.gpu.memory_copy.utilization"  # ratio: memory read/write busy time
 OTEL_LLM_GPU_PCIE_REPLAYS: Final = "otel_llm.gpu.pcie.replays"  # counter
 OTEL_LLM_GPU_ROW_REMAP: Final = "otel_llm.gpu.row_remap"  # counter, attr otel_llm.gpu.row_remap.type
 OTEL_LLM_GPU_ROW_REMAP_TYPE: Final = "otel_llm.gpu.row_remap.type"
