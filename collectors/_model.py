@@ -27,6 +27,13 @@ class GpuSample:
     labels: Mapping[str, str] = field(default_factory=dict)
     """Extra low-cardinality context: MIG profile/instance, k8s pod/namespace/container, driver."""
 
+    @property
+    def key(self) -> str:
+        """The series identity: the UUID, or ``UUID/<GPU instance id>`` for a MIG instance
+        (dcgm-exporter labels MIG series with the parent GPU's UUID plus ``GPU_I_ID``)."""
+        mig = self.labels.get("otel_llm.gpu.mig.instance")
+        return f"{self.uuid}/{mig}" if mig else self.uuid
+
 
 @runtime_checkable
 class Collector(Protocol):
@@ -35,6 +42,11 @@ class Collector(Protocol):
     ``collect()`` returns the latest sample of every GPU it can see. It must not
     raise for an absent or failing source: it returns ``[]`` (and counts the
     failure); capability is probed once, at construction.
+
+    Optional: a source may expose ``last_collect_ok: bool`` -- False when the
+    last ``collect()`` failed as a whole (scrape error, telemetry dropout).
+    Consumers use it to tell "the source is down" (no data) from "the source
+    answered and GPU X was missing" (GPU lost). Absent means True.
     """
 
     name: str
