@@ -34,7 +34,11 @@ class SpanRecord:
         return self.end - self.start
 
 
+# OTLP proto SpanKind numbers (SPAN_KIND_UNSPECIFIED=0, INTERNAL=1, SERVER=2, ...).
 _KINDS = {0: KIND_INTERNAL, 1: KIND_INTERNAL, 2: KIND_SERVER, 3: KIND_CLIENT, 4: KIND_PRODUCER, 5: KIND_CONSUMER}
+# The SDK's ``opentelemetry.trace.SpanKind`` enum numbers differently (INTERNAL=0, SERVER=1, ...): map by name.
+_SDK_KINDS = {"INTERNAL": KIND_INTERNAL, "SERVER": KIND_SERVER, "CLIENT": KIND_CLIENT,
+              "PRODUCER": KIND_PRODUCER, "CONSUMER": KIND_CONSUMER}
 
 
 def from_readable_span(span: Any) -> SpanRecord:
@@ -44,7 +48,7 @@ def from_readable_span(span: Any) -> SpanRecord:
     ctx = span.context
     parent = span.parent
     resource = dict(span.resource.attributes) if span.resource is not None else {}
-    kind_value = getattr(span.kind, "value", 0)
+    kind_name = getattr(span.kind, "name", "INTERNAL")
     return SpanRecord(
         trace_id=format(ctx.trace_id, "032x"),
         span_id=format(ctx.span_id, "016x"),
@@ -53,7 +57,7 @@ def from_readable_span(span: Any) -> SpanRecord:
         service=str(resource.get("service.name", "unknown_service")),
         start=(span.start_time or 0) / 1e9,
         end=(span.end_time or span.start_time or 0) / 1e9,
-        kind=_KINDS.get(kind_value, KIND_INTERNAL),
+        kind=_SDK_KINDS.get(kind_name, KIND_INTERNAL),
         error=span.status.status_code is StatusCode.ERROR,
         attributes=dict(span.attributes or {}),
         resource=resource,
