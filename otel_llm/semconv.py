@@ -231,3 +231,4 @@ OTEL_LLM_SEVERITY: Final = "otel_llm.severity"
 OTEL_LLM_LEVEL: Final = "otel_llm.level"  # attribute: the band's confidence level
 OTEL_LLM_COMPONENT: Final = "otel_llm.component"
 OTEL_LLM_REASON: Final = "otel_llm.reason"
+OTEL_LLM_STATISTIC: Final = "otel_llm.statistic"  # attribute: p95 | count, on span-derived threshold series

@@ -1,0 +1,85 @@
+"""GPU anomalies as RCA evidence: from GPU Detections and from raw GPU samples.
+
+A GPU becomes a root-cause candidate when something abnormal happened to it in
+the analysed window: a ``gpu`` Detection (from the GPU collectors' detectors),
+or samples showing clock throttling for a thermal/power reason, an XID error,
+uncorrectable ECC errors, or the GPU disappearing from the samples (lost).
+The join with traces is the ``otel_llm.gpu.uuids`` span attribute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from otel_llm.processors._model import Detection
+
+from otel_llm import semconv
+
+from ._rank import GpuEvent
+
+# DCGM field ids (stable numeric ids; names changed in DCGM 4.6).
+FI_CLOCK_THROTTLE_REASONS = 112
+FI_XID_ERRORS = 230
+FI_POWER_VIOLATION = 240
+FI_THERMAL_VIOLATION = 241
+FI_ECC_DBE_VOL_TOTAL = 311
+# Throttle-reason bits that slow a busy GPU (idle / app-clock / sync-boost /
+# display bits are normal operation).
+_THROTTLE_BITS = {
+    0x4: "software power cap",
+    0x8: "hardware slowdown",
+    0x20: "software thermal slowdown",
+    0x40: "hardware thermal slowdown",
+    0x80: "hardware power brake",
+}
+
+
+def _uuid_of(detection: Detection) -> str | None:
+    attrs: Mapping[str, Any] = detection.attributes
+    for key in (semconv.HW_ID, "gpu", "uuid", "UUID"):
+        value = attrs.get(key)
+        if isinstance(value, str) and value.startswith(("GPU-", "MIG-")):
+            return value
+    series = detection.series
+    for token in series.replace('"', " ").replace("{", " ").replace("}", " ").replace(",", " ").split():
+        token = token.split("=")[-1]
+        if token.startswith(("GPU-", "MIG-")):
+            return token
+    return None
+
+
+def events_from_detections(detections: Iterable[Detection]) -> list[GpuEvent]:
+    """GPU events from Detections that name a GPU (any detector kind)."""
+    out = []
+    for d in detections:
+        uuid = _uuid_of(d)
+        if uuid is None:
+            continue
+        reason = d.explanation or (f"{d.metric} abnormal" if d.metric else f"{d.kind} detection")
+        out.append(GpuEvent(uuid, d.start, d.end, reason[:160], max(0.1, min(1.0, d.score or 0.5))))
+    return out
+
+
+def events_from_samples(samples: Iterable[Any]) -> list[GpuEvent]:
+    """GPU events from :class:`~otel_llm.collectors.GpuSample`-like objects
+    (``uuid``, ``timestamp``, ``fields`` keyed by DCGM field id)."""
+    out = []
+    for s in samples:
+        fields: Mapping[int, float] = getattr(s, "fields", {}) or {}
+        reasons = []
+        bits = fields.get(FI_CLOCK_THROTTLE_REASONS)
+        if bits:
+            named = [name for bit, name in _THROTTLE_BITS.items() if int(bits) & bit]
+            if named:
+                reasons.append("clock throttling (" + ", ".join(named) + ")")
+        xid = fields.get(FI_XID_ERRORS)
+        if xid:
+            reasons.append(f"XID {int(xid)}")
+        if fields.get(FI_ECC_DBE_VOL_TOTAL):
+            reasons.append("uncorrectable ECC errors")
+        if getattr(s, "labels", {}).get("lost") in ("1", "true") or fields.get(-1):
+            reasons.append("GPU lost")
+        for reason in reasons:
+            out.append(GpuEvent(s.uuid, s.timestamp, s.timestamp, reason, 1.0))
+    return out

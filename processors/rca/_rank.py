@@ -1,0 +1,352 @@
+"""Rank root-cause candidates for a window of traces against the baselines.
+
+Per component (a span operation, an LLM stage, a downstream) and per service:
+
+* **excess** -- seconds of self time above normal, summed over the window's
+  occurrences that deviate significantly (value above median + ``k`` x scale),
+  weighted by whether the span was on its trace's critical path. Normalised
+  stages compare seconds per token, then convert back to seconds;
+* **robust z** -- the abnormal occurrences' median self time against the
+  baseline (median, 1.4826 x MAD);
+* **error lift** -- errors originating here beyond the baseline error rate;
+* **coverage** -- Ochiai similarity between "this service misbehaves in the
+  trace" and "the trace is abnormal" over abnormal vs normal traces.
+
+They fuse into one score per service, weighted by whether the window is
+abnormal in latency, errors or both. GPUs with anomalies in the window become
+candidates of their own, scored by the share of the excess found in traces
+that ran on them. Scoring is pure: nothing here changes the baselines.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from statistics import median
+
+from otel_llm.processors._model import RootCauseCandidate
+
+from ._baseline import BaselineStore
+from ._trace import DOWNSTREAM, STAGE, Component, TraceSummary
+
+DEFAULT_K = 3.0
+_OFF_PATH_WEIGHT = 0.3
+_NEW_COMPONENT_WEIGHT = 0.5
+_MAX_EXAMPLES = 3
+_TRACE_EXCESS_SHARE = 0.1
+# Fusion weights: excess/error share, coverage (Ochiai), robust z (saturating at ~_Z_SCALE).
+_W_SHARE, _W_OCHIAI, _W_Z, _Z_SCALE = 0.6, 0.2, 0.2, 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class GpuEvent:
+    """A GPU anomaly in the analysed window (from a GPU Detection or GPU samples)."""
+
+    uuid: str
+    start: float
+    end: float | None
+    reason: str
+    """E.g. ``thermal throttling``, ``XID 79``, ``GPU lost``, ``memory ECC errors``."""
+    score: float = 1.0
+
+
+@dataclass(slots=True)
+class _Acc:
+    excess: float = 0.0
+    occurrences: int = 0
+    deviating: int = 0
+    errors: int = 0
+    expected_errors: float = 0.0
+    abnormal_values: list[float] = field(default_factory=list)
+    scale_sum: float = 0.0
+    examples: dict[str, float] = field(default_factory=dict)
+    new: bool = False
+
+
+@dataclass(slots=True)
+class _ServiceAcc:
+    excess: float = 0.0
+    error_lift: float = 0.0
+    ef: int = 0
+    ep: int = 0
+    components: list[Component] = field(default_factory=list)
+
+
+def _remap(component: Component, baselines: BaselineStore) -> Component:
+    if component[0] == DOWNSTREAM:
+        callee = baselines.callee((component[1], component[2]))
+        if callee is not None:
+            return callee
+    return component
+
+
+def _trace_deviations(
+    trace: TraceSummary, baselines: BaselineStore, k: float
+) -> list[tuple[Component, float, bool, float]]:
+    """(component, excess seconds, unexpected error origin, value) per contribution."""
+    out = []
+    for c in trace.contributions:
+        comp = _remap(c.component, baselines)
+        st = baselines.component(comp)
+        if st is None:
+            excess = c.value * c.scale * _NEW_COMPONENT_WEIGHT
+            unexpected = c.error_origin
+        else:
+            excess = (c.value - st.upper(k)) * c.scale if c.value > st.upper(k) else 0.0
+            unexpected = c.error_origin and st.error_rate < 0.5
+        if not c.on_critical_path:
+            excess *= _OFF_PATH_WEIGHT
+        out.append((comp, excess, unexpected, c.value))
+    return out
+
+
+def _abnormal(trace: TraceSummary, devs, baselines: BaselineStore, k: float) -> tuple[bool, bool]:
+    """(latency-abnormal, error-abnormal) for one trace."""
+    root = baselines.root(trace.root_key)
+    # Slow end to end, or a large part of it spent in significant deviations
+    # (a slow dependency can hide inside the variance of a long request).
+    slow = sum(d[1] for d in devs) > _TRACE_EXCESS_SHARE * max(trace.duration, 1e-9)
+    if root is not None:
+        slow = slow or trace.duration > root.upper(k)
+        err = trace.error and root.error_rate < 0.5
+    else:
+        err = trace.error
+    err = err or any(d[2] for d in devs)
+    return slow, err
+
+
+def rank(
+    window: Sequence[TraceSummary],
+    baselines: BaselineStore,
+    *,
+    reference: Iterable[TraceSummary] = (),
+    gpu_events: Iterable[GpuEvent] = (),
+    k: float = DEFAULT_K,
+    max_candidates: int = 10,
+    per_service: int = 3,
+) -> list[RootCauseCandidate]:
+    """Rank the likely causes of what is abnormal in ``window``.
+
+    ``reference`` are normal traces from before the window (for coverage);
+    ``gpu_events`` are GPU anomalies overlapping the window.
+    """
+    comps: dict[Component, _Acc] = {}
+    services: dict[str, _ServiceAcc] = {}
+    n_slow = n_err = n_abn = 0
+    trace_excess: dict[str, float] = {}
+    gpu_excess: dict[str, float] = {}
+    gpu_traces: dict[str, int] = {}
+    gpu_service: dict[str, dict[str, float]] = {}
+
+    for trace in window:
+        devs = _trace_deviations(trace, baselines, k)
+        slow, err = _abnormal(trace, devs, baselines, k)
+        abnormal = slow or err
+        n_slow += slow
+        n_err += err
+        n_abn += abnormal
+        involved: set[str] = set()
+        total = 0.0
+        for (comp, excess, unexpected, value), c in zip(devs, trace.contributions, strict=True):
+            acc = comps.get(comp)
+            if acc is None:
+                acc = comps[comp] = _Acc(new=baselines.component(comp) is None)
+            acc.occurrences += 1
+            acc.scale_sum += c.scale
+            st = baselines.component(comp)
+            if st is not None and c.error_origin is not None:
+                acc.expected_errors += st.error_rate
+            if unexpected:
+                acc.errors += 1
+            if excess > 0:
+                acc.excess += excess
+                acc.deviating += 1
+                total += excess
+            if abnormal:
+                acc.abnormal_values.append(value)
+            if excess > 0 or unexpected:
+                acc.examples[trace.trace_id] = acc.examples.get(trace.trace_id, 0.0) + excess + unexpected
+            if excess > 0 or unexpected:
+                involved.add(comp[1])
+        trace_excess[trace.trace_id] = total
+        for uuid, svc in trace.gpu_uuids.items():
+            gpu_excess[uuid] = gpu_excess.get(uuid, 0.0) + total
+            gpu_traces[uuid] = gpu_traces.get(uuid, 0) + 1
+            gpu_service.setdefault(uuid, {})
+            gpu_service[uuid][svc] = gpu_service[uuid].get(svc, 0.0) + total + 1e-9
+        for svc in involved:
+            sa = services.setdefault(svc, _ServiceAcc())
+            if abnormal:
+                sa.ef += 1
+            else:
+                sa.ep += 1
+
+    # Normal traffic has hiccups too: a component called often collects excess
+    # by chance. Subtract the excess per call it shows in the reference traffic.
+    ref_excess: dict[Component, float] = {}
+    ref_calls: dict[Component, int] = {}
+    for trace in reference:
+        devs = _trace_deviations(trace, baselines, k)
+        for comp, excess, _, _ in devs:
+            ref_calls[comp] = ref_calls.get(comp, 0) + 1
+            if excess > 0:
+                ref_excess[comp] = ref_excess.get(comp, 0.0) + excess
+        for svc in {d[0][1] for d in devs if d[1] > 0 or d[2]}:
+            services.setdefault(svc, _ServiceAcc()).ep += 1
+    for comp, acc in comps.items():
+        if comp in ref_excess:
+            acc.excess = max(0.0, acc.excess - acc.occurrences * ref_excess[comp] / ref_calls[comp])
+
+    total_excess = sum(a.excess for a in comps.values())
+    lifts = {comp: max(0.0, a.errors - a.expected_errors) for comp, a in comps.items()}
+    total_lift = sum(lifts.values())
+    for comp, acc in comps.items():
+        sa = services.setdefault(comp[1], _ServiceAcc())
+        sa.excess += acc.excess
+        sa.error_lift += lifts[comp]
+        sa.components.append(comp)
+
+    # How much of the window's abnormality is latency vs errors.
+    w_lat = (n_slow + 1e-9) / (n_slow + n_err + 2e-9)
+    w_err = 1.0 - w_lat
+    if total_lift == 0:
+        w_lat, w_err = 1.0, 0.0
+    elif total_excess == 0:
+        w_lat, w_err = 0.0, 1.0
+
+    def comp_score(comp: Component) -> tuple[float, float]:
+        acc = comps[comp]
+        share = acc.excess / total_excess if total_excess else 0.0
+        lift = lifts[comp] / total_lift if total_lift else 0.0
+        z = 0.0
+        st = baselines.component(comp)
+        if st is not None and acc.abnormal_values:
+            z = st.z(median(acc.abnormal_values))
+        return w_lat * share + w_err * lift, z
+
+    scored: list[tuple[float, str]] = []
+    service_detail: dict[str, tuple[float, float, float, float]] = {}
+    for svc, sa in services.items():
+        share = sa.excess / total_excess if total_excess else 0.0
+        lift = sa.error_lift / total_lift if total_lift else 0.0
+        nf = n_abn - sa.ef
+        ochiai = sa.ef / math.sqrt((sa.ef + nf) * (sa.ef + sa.ep)) if sa.ef else 0.0
+        zmax = max((comp_score(c)[1] for c in sa.components), default=0.0)
+        zterm = 1.0 - math.exp(-max(zmax, 0.0) / _Z_SCALE)
+        score = _W_SHARE * (w_lat * share + w_err * lift) + _W_OCHIAI * ochiai + _W_Z * zterm
+        scored.append((score, svc))
+        service_detail[svc] = (share, lift, ochiai, zmax)
+    scored.sort(key=lambda x: (-x[0], x[1]))
+
+    candidates: list[RootCauseCandidate] = []
+    for score, svc in scored:
+        sa = services[svc]
+        if not sa.components:
+            continue
+        ranked = sorted(sa.components, key=lambda c: -comp_score(c)[0])
+        best = comp_score(ranked[0])[0]
+        for i, comp in enumerate(ranked[:per_service]):
+            cs = comp_score(comp)[0]
+            if i and (cs <= 0 or cs < 0.3 * best):
+                break
+            candidates.append(_candidate(comp, comps[comp], baselines, score if i == 0 else score * cs / (best or 1),
+                                         cs, comp_score(comp)[1], lifts[comp], service_detail[svc],
+                                         n_abn, len(window)))
+
+    for ev in _merge_gpu_events(gpu_events):
+        share = gpu_excess.get(ev.uuid, 0.0) / total_excess if total_excess else 0.0
+        svc_weights = gpu_service.get(ev.uuid, {})
+        svc = max(svc_weights, key=svc_weights.get) if svc_weights else None
+        best_on_gpu = max((c.score for c in candidates if svc and c.service == svc), default=0.0)
+        score = 0.3 * ev.score + 0.7 * share
+        if share >= 0.3:
+            # The slowdown sits in traces that ran on this GPU, which is known to
+            # misbehave: the GPU explains its service's stage, so it ranks above it.
+            score = max(score, best_on_gpu * 1.05 + 1e-6)
+        reason = f"GPU {ev.uuid}: {ev.reason} during the window"
+        if gpu_traces.get(ev.uuid):
+            reason += f"; {gpu_traces[ev.uuid]} traces ran on it, carrying {share:.0%} of the excess latency"
+        examples = sorted((t for t in window if ev.uuid in t.gpu_uuids), key=lambda t: -trace_excess[t.trace_id])
+        candidates.append(RootCauseCandidate(
+            kind="gpu", name=ev.uuid, score=round(score, 4), reason=reason, service=svc, operation=None,
+            evidence={"gpu_reason": ev.reason, "gpu_event_start": ev.start, "gpu_event_end": ev.end,
+                      "excess_share": round(share, 4), "traces_on_gpu": gpu_traces.get(ev.uuid, 0)},
+            trace_ids=tuple(t.trace_id for t in examples[:_MAX_EXAMPLES]),
+        ))
+    candidates.sort(key=lambda c: -c.score)
+    return candidates[:max_candidates]
+
+
+def _merge_gpu_events(events: Iterable[GpuEvent]) -> list[GpuEvent]:
+    by_uuid: dict[str, GpuEvent] = {}
+    reasons: dict[str, list[str]] = {}
+    for ev in events:
+        cur = by_uuid.get(ev.uuid)
+        reasons.setdefault(ev.uuid, [])
+        if ev.reason not in reasons[ev.uuid]:
+            reasons[ev.uuid].append(ev.reason)
+        if cur is None or ev.score > cur.score:
+            by_uuid[ev.uuid] = ev
+    return [GpuEvent(u, e.start, e.end, ", ".join(reasons[u][:3]), min(1.0, e.score)) for u, e in by_uuid.items()]
+
+
+def _fmt(seconds: float, per_token: bool) -> str:
+    unit = "/token" if per_token else ""
+    if seconds >= 1:
+        return f"{seconds:.2f} s{unit}"
+    return f"{seconds * 1000:.1f} ms{unit}"
+
+
+def _candidate(comp, acc: _Acc, baselines: BaselineStore, score: float, comp_score: float, z: float,
+               lift: float, detail, n_abn: int, n_window: int) -> RootCauseCandidate:
+    kind, svc, op = comp
+    st = baselines.component(comp)
+    per_token = kind == STAGE and acc.occurrences and acc.scale_sum / acc.occurrences > 1.0
+    share, svc_lift, ochiai, _ = detail
+    parts: list[str] = []
+    label = f"{svc} {op}" if kind != STAGE else f"{svc} stage {op}"
+    if kind == DOWNSTREAM:
+        label = f"downstream {svc} ({op})"
+    now = median(acc.abnormal_values) if acc.abnormal_values else None
+    if acc.new:
+        parts.append(f"{label} appears only in the abnormal window ({acc.occurrences} calls)")
+    elif st is not None and now is not None and acc.excess > 0:
+        norm = " per token" if per_token else ""
+        parts.append(f"{label} self time{norm} {_fmt(now, bool(per_token))} vs {_fmt(st.median, bool(per_token))} "
+                     f"normally (z={z:.1f}) in {acc.deviating} calls")
+    else:
+        parts.append(f"{label}")
+    if acc.excess > 0:
+        parts.append(f"{share:.0%} of the window's excess latency ({acc.excess:.2f} s)")
+    if lift > 0:
+        base = f"{st.error_rate:.0%}" if st is not None else "none"
+        parts.append(f"errors originate here in {acc.errors}/{acc.occurrences} calls (baseline {base})")
+    if ochiai > 0:
+        parts.append(f"misbehaves in abnormal traces (Ochiai {ochiai:.2f})")
+    examples = sorted(acc.examples, key=lambda t: -acc.examples[t])[:_MAX_EXAMPLES]
+    return RootCauseCandidate(
+        kind=kind if kind != "operation" else "operation",
+        name=f"{svc}:{op}",
+        score=round(score, 4),
+        reason="; ".join(parts) + ".",
+        service=svc,
+        operation=op,
+        evidence={
+            "excess_s": round(acc.excess, 4),
+            "excess_share": round(share, 4),
+            "component_share": round(comp_score, 4),
+            "robust_z": round(z, 2),
+            "window_median": now,
+            "baseline_median": st.median if st else None,
+            "per_token": bool(per_token),
+            "error_origins": acc.errors,
+            "baseline_error_rate": st.error_rate if st else None,
+            "error_lift": round(lift, 3),
+            "ochiai": round(ochiai, 3),
+            "calls": acc.occurrences,
+            "abnormal_traces": n_abn,
+            "window_traces": n_window,
+        },
+        trace_ids=tuple(examples),
+    )
