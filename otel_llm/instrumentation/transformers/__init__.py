@@ -51,10 +51,10 @@ def attach_tokenizer(model: Any, tokenizer: Any) -> None:
 class TransformersInstrumentor(BaseInstrumentor):
     """Spans, token counts and per-token timing for ``transformers`` ``generate()``."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._epoch = 0  # post-import hooks from an earlier instrument() check this and stand down
-        self._wrapped: list[tuple[Any, str]] = []
+    # BaseInstrumentor is a singleton whose __init__ runs on every TransformersInstrumentor()
+    # call: state lives in class defaults and is only set in _instrument/_uninstrument.
+    _epoch = 0  # post-import hooks from an earlier instrument() compare it and stand down
+    _wrapped: tuple[tuple[Any, str], ...] = ()
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -82,13 +82,13 @@ class TransformersInstrumentor(BaseInstrumentor):
             if epoch != self._epoch:
                 return
             wrapt.wrap_function_wrapper(module, "GenerationMixin.generate", wrapper)
-            self._wrapped.append((module.GenerationMixin, "generate"))
+            self._wrapped += ((module.GenerationMixin, "generate"),)
 
         def on_pipeline(module: Any) -> None:
             if epoch != self._epoch:
                 return
             wrapt.wrap_function_wrapper(module, "Pipeline.forward", pipeline_forward_wrapper)
-            self._wrapped.append((module.Pipeline, "forward"))
+            self._wrapped += ((module.Pipeline, "forward"),)
 
         wrapt.register_post_import_hook(on_generation, _GENERATION_MODULE)
         if capture:
@@ -96,6 +96,6 @@ class TransformersInstrumentor(BaseInstrumentor):
 
     def _uninstrument(self, **kwargs: Any) -> None:
         self._epoch += 1
-        while self._wrapped:
-            owner, name = self._wrapped.pop()
+        wrapped, self._wrapped = self._wrapped, ()
+        for owner, name in reversed(wrapped):
             unwrap(owner, name)
