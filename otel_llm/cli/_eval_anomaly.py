@@ -1,7 +1,75 @@
+"""``otel-llm eval anomaly``: stream a NAB-layout dataset through the online detectors and score them."""
+
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:
-    """Commands of this module are added here (work in progress)."""
+    @eval_app.command("anomaly")
+    def eval_anomaly(
+        nab: Path = typer.Option(..., "--nab", help="Dataset root: DIR/data/<group>/<name>.csv and DIR/labels/combined_windows.json"),
+        detector: str = typer.Option("threshold", "--detector", help="threshold | pyod"),
+        out: Optional[Path] = typer.Option(None, "--out", help="Write RESULTS_DIR/<group>/<name>.csv (timestamp,value,anomaly_score,alarm)"),
+        alarm_mode: str = typer.Option("onset", "--alarm-mode", help="onset: 1 where an alert opens | active: 1 on every abnormal row of an open alert"),
+        model: Optional[str] = typer.Option(None, "--model", help="threshold model: auto_ets | mstl | robust (default: the shipped default)"),
+        season_length: Optional[int] = typer.Option(None, "--season-length", help="Points per season (MSTL / seasonal ETS)"),
+        log_scale: Optional[str] = typer.Option(None, "--log-scale", help="auto | on | off"),
+        only: Optional[str] = typer.Option(None, "--only", help="Only series whose <group>/<name>.csv contains this text"),
+    ) -> None:
+        """Score a detector's own alarms with NAB (standard / low-FP / low-FN), point-wise and event F1.
+
+        Prints one JSON object on stdout; progress goes to stderr.
+        """
+        from dataclasses import replace
+
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from otel_llm.evaluation.anomaly import (
+            VALID_ALARM_MODES,
+            VALID_DETECTORS,
+            default_threshold_config,
+            evaluate,
+        )
+        from otel_llm.evaluation.nab import load_nab
+
+        err = Console(stderr=True)
+        if detector not in VALID_DETECTORS:
+            raise typer.BadParameter(f"{detector!r}; choose one of: {', '.join(VALID_DETECTORS)}", param_hint="--detector")
+        if alarm_mode not in VALID_ALARM_MODES:
+            raise typer.BadParameter(f"{alarm_mode!r}; choose one of: {', '.join(VALID_ALARM_MODES)}", param_hint="--alarm-mode")
+        config = None
+        if detector == "threshold":
+            config = default_threshold_config()
+            changes = {k: v for k, v in {"model": model, "season_length": season_length, "log_scale": log_scale}.items() if v is not None}
+            try:
+                config = replace(config, **changes).validate()
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc)) from None
+        try:
+            series = load_nab(nab)
+        except (FileNotFoundError, ValueError) as exc:
+            err.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(2) from None
+        if only:
+            series = [s for s in series if only in s.key]
+        total = sum(len(s.values) for s in series)
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=err, transient=False,
+        ) as progress:
+            task = progress.add_task(f"{detector}: {len(series)} series", total=total)
+
+            def tick(s, n):
+                progress.update(task, advance=n, description=f"{detector}: {s.key}")
+
+            result = evaluate(nab, detector, out, config=config, alarm_mode=alarm_mode, progress=tick, series=series)
+        result["dataset"] = str(nab)
+        if out is not None:
+            result["results_dir"] = str(out)
+        typer.echo(json.dumps(result, indent=2, sort_keys=True))

@@ -1,0 +1,249 @@
+"""The NAB dataset layout and scorer, scoring a detector's own 0/1 alarms.
+
+Layout (Numenta Anomaly Benchmark)::
+
+    DIR/data/<group>/<name>.csv          timestamp,value
+    DIR/labels/combined_windows.json     {"<group>/<name>.csv": [[start, end], ...]}
+
+Scoring follows NAB's ``Sweeper`` (nab/sweeper.py) applied at the detector's
+own decision (an alarm is a row whose ``alarm`` is 1; no threshold is swept):
+
+* the first ``min(floor(0.15 n), 750)`` rows are probationary and ignored;
+* inside a window of width ``W`` ending at row ``R``, an alarm at row ``i``
+  scores ``tp * S(-(R - i + 1) / W) / S(-1)`` with the scaled sigmoid
+  ``S(x) = 2 / (1 + exp(5x)) - 1`` (``-1`` when ``x >= 3``); only the best
+  (earliest) alarm of a window counts; a window with no alarm costs ``-fn``;
+* an alarm outside windows costs ``fp * S(|i - R_prev| / (W_prev - 1))`` (the
+  previous window's right edge and width; ``-fp`` before any window). Where NAB
+  would divide by zero (a one-row window) we divide by 1;
+* per corpus: ``100 * (raw - null) / (perfect - null)`` with ``null`` the score of
+  no alarms (``-fn`` per scorable window) and ``perfect = tp * windows``.
+
+Profiles: ``standard`` (tp 1, fp 0.11, fn 1), ``reward_low_FP_rate`` (fp 0.22),
+``reward_low_FN_rate`` (fn 2).
+
+Point-wise precision / recall / F1 use no point adjustment: every row after
+the probationary period is a positive when it lies in a window, and each row's
+alarm is judged on its own. Event-level F1 counts a window as detected when it
+holds at least one alarm, and every run of consecutive alarm rows lying wholly
+outside the windows as one false event.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROFILES: dict[str, dict[str, float]] = {
+    "standard": {"tp": 1.0, "fp": 0.11, "fn": 1.0},
+    "reward_low_FP_rate": {"tp": 1.0, "fp": 0.22, "fn": 1.0},
+    "reward_low_FN_rate": {"tp": 1.0, "fp": 0.11, "fn": 2.0},
+}
+
+
+def scaled_sigmoid(x: float) -> float:
+    if x >= 3.0:
+        return -1.0
+    return 2.0 / (1.0 + math.exp(5.0 * x)) - 1.0
+
+
+_MAX_TP = scaled_sigmoid(-1.0)
+
+
+def probation_length(n_rows: int, percent: float = 0.15) -> float:
+    """NAB: ``min(floor(percent * n), percent * 5000)`` (750 rows at 15%)."""
+    return min(math.floor(percent * n_rows), percent * 5000)
+
+
+@dataclass
+class NabSeries:
+    key: str
+    """``<group>/<name>.csv`` as in the labels file."""
+    timestamps: list[str]
+    times: list[float]
+    """Unix seconds (naive timestamps read as UTC)."""
+    values: list[float]
+    windows: list[tuple[int, int]] = field(default_factory=list)
+    """Inclusive row index ranges."""
+
+    @property
+    def group(self) -> str:
+        return self.key.split("/", 1)[0] if "/" in self.key else ""
+
+    @property
+    def name(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
+
+
+def _parse_times(stamps: Sequence[str]) -> list[float]:
+    import pandas as pd
+
+    ts = pd.to_datetime(pd.Series(list(stamps)), format="mixed", utc=True)
+    return (ts.astype("int64") / 1e9).tolist()
+
+
+def window_indices(times: Sequence[float], windows: Sequence[tuple[float, float]]) -> list[tuple[int, int]]:
+    """Map ``[start, end]`` times to inclusive row ranges (rows with start <= t <= end)."""
+    import bisect
+
+    out = []
+    for start, end in windows:
+        i = bisect.bisect_left(times, start)
+        j = bisect.bisect_right(times, end) - 1
+        if i <= j:
+            out.append((i, j))
+    return sorted(out)
+
+
+def load_nab(root: str | Path) -> list[NabSeries]:
+    """Read every ``data/**/*.csv`` under ``root`` with its windows (series without a label entry get none)."""
+    import csv
+
+    root = Path(root)
+    data = root / "data"
+    if not data.is_dir():
+        raise FileNotFoundError(f"{root} is not a NAB-layout folder: missing {data} (expected data/<group>/<name>.csv)")
+    labels_path = root / "labels" / "combined_windows.json"
+    labels: dict[str, list] = json.loads(labels_path.read_text()) if labels_path.exists() else {}
+    out = []
+    for path in sorted(data.rglob("*.csv")):
+        key = path.relative_to(data).as_posix()
+        stamps: list[str] = []
+        values: list[float] = []
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or "timestamp" not in reader.fieldnames or "value" not in reader.fieldnames:
+                raise ValueError(f"{path}: header must contain timestamp,value (got {reader.fieldnames})")
+            for row in reader:
+                stamps.append(row["timestamp"])
+                try:
+                    values.append(float(row["value"]))
+                except (TypeError, ValueError):
+                    values.append(math.nan)
+        times = _parse_times(stamps) if stamps else []
+        wins = labels.get(key, [])
+        wtimes = list(zip(_parse_times([w[0] for w in wins]), _parse_times([w[1] for w in wins]), strict=True)) if wins else []
+        out.append(NabSeries(key, stamps, times, values, window_indices(times, wtimes)))
+    return out
+
+
+@dataclass
+class SeriesResult:
+    raw: dict[str, float]
+    null: dict[str, float]
+    perfect: dict[str, float]
+    tp_points: int = 0
+    fp_points: int = 0
+    fn_points: int = 0
+    windows: int = 0
+    detected: int = 0
+    false_events: int = 0
+    delays_s: list[float] = field(default_factory=list)
+    delays_rows: list[int] = field(default_factory=list)
+
+
+def score_series(
+    alarms: Sequence[int | bool],
+    windows: Sequence[tuple[int, int]],
+    times: Sequence[float] | None = None,
+    profiles: dict[str, dict[str, float]] = PROFILES,
+) -> SeriesResult:
+    """Score one series' alarms against its windows for every profile (see module docstring)."""
+    n = len(alarms)
+    prob = probation_length(n)
+    raw: dict[str, float] = {}
+    null: dict[str, float] = {}
+    perfect: dict[str, float] = {}
+    in_window = [-1] * n
+    for w, (a, b) in enumerate(windows):
+        for i in range(max(a, 0), min(b, n - 1) + 1):
+            in_window[i] = w
+    scorable_windows = [w for w, (a, b) in enumerate(windows) if b >= prob and a < n]
+    for name, p in profiles.items():
+        best = {w: -p["fn"] for w in scorable_windows}
+        fp_total = 0.0
+        prev_right: int | None = None
+        prev_width = 0
+        for i in range(n):
+            w = in_window[i]
+            if w >= 0:
+                a, b = windows[w]
+                if alarms[i] and i >= prob:
+                    s = scaled_sigmoid(-(b - i + 1) / float(b - a + 1)) * p["tp"] / _MAX_TP
+                    if s > best[w]:
+                        best[w] = s
+                if i == b:
+                    prev_right, prev_width = b, b - a + 1
+            elif alarms[i] and i >= prob:
+                pos = 3.0 if prev_right is None else abs(prev_right - i) / float(max(prev_width - 1, 1))
+                fp_total += scaled_sigmoid(pos) * p["fp"]
+        raw[name] = fp_total + sum(best.values())
+        null[name] = -p["fn"] * len(scorable_windows)
+        perfect[name] = p["tp"] * len(windows)
+    res = SeriesResult(raw, null, perfect, windows=len(scorable_windows))
+    start = int(math.ceil(prob)) if prob > 0 else 0
+    for i in range(start, n):
+        pos, al = in_window[i] >= 0, bool(alarms[i])
+        res.tp_points += pos and al
+        res.fp_points += al and not pos
+        res.fn_points += pos and not al
+    for w in scorable_windows:
+        a, b = windows[w]
+        first = next((i for i in range(max(a, start), b + 1) if alarms[i]), None)
+        if first is not None:
+            res.detected += 1
+            res.delays_rows.append(first - a)
+            if times is not None:
+                res.delays_s.append(float(times[first] - times[a]))
+    i = start
+    while i < n:
+        if alarms[i]:
+            j = i
+            touches = False
+            while j < n and alarms[j]:
+                touches = touches or in_window[j] >= 0
+                j += 1
+            res.false_events += not touches
+            i = j
+        else:
+            i += 1
+    return res
+
+
+def _f1(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r > 0 else 0.0
+
+
+def summarize(results: Sequence[SeriesResult], profiles: dict[str, dict[str, float]] = PROFILES) -> dict:
+    """Corpus scores: normalised NAB per profile, point-wise and event-level metrics."""
+    out: dict = {"nab": {}}
+    for name in profiles:
+        raw = sum(r.raw[name] for r in results)
+        null = sum(r.null[name] for r in results)
+        perfect = sum(r.perfect[name] for r in results)
+        out["nab"][name] = 100.0 * (raw - null) / (perfect - null) if perfect != null else 0.0
+    tp = sum(r.tp_points for r in results)
+    fp = sum(r.fp_points for r in results)
+    fn = sum(r.fn_points for r in results)
+    p = tp / (tp + fp) if tp + fp else 0.0
+    rc = tp / (tp + fn) if tp + fn else 0.0
+    out["pointwise"] = {"precision": p, "recall": rc, "f1": _f1(p, rc), "tp": tp, "fp": fp, "fn": fn}
+    wins = sum(r.windows for r in results)
+    det = sum(r.detected for r in results)
+    fe = sum(r.false_events for r in results)
+    ep = det / (det + fe) if det + fe else 0.0
+    er = det / wins if wins else 0.0
+    out["event"] = {"precision": ep, "recall": er, "f1": _f1(ep, er), "windows": wins, "detected": det,
+                    "false_events": fe}
+    delays = [d for r in results for d in r.delays_s]
+    rows = [d for r in results for d in r.delays_rows]
+    out["mean_detection_delay_s"] = sum(delays) / len(delays) if delays else None
+    out["mean_detection_delay_rows"] = sum(rows) / len(rows) if rows else None
+    return out
+
+
+__all__ = ["PROFILES", "NabSeries", "SeriesResult", "load_nab", "probation_length", "scaled_sigmoid",
+           "score_series", "summarize", "window_indices"]

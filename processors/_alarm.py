@@ -1,0 +1,106 @@
+"""The explicit alarm rule shared by the threshold detectors (Merlion-like).
+
+Input per point: a signed residual z-score (how many band-sigmas the point is
+from the forecast). The rule, in order:
+
+1. **direction** -- ``both`` uses ``|z|``, ``up`` uses ``z``, ``down`` uses ``-z``;
+2. **persistence** -- a point is a *hit* when that exceeds ``threshold``; an
+   alarm opens when at least ``k`` of the last ``n`` points are hits;
+3. **hysteresis** -- an open alarm closes only after ``recover_n`` consecutive
+   points below ``recover`` (< ``threshold``), so a value hovering near the
+   band does not flap;
+4. **cooldown** -- after an alarm closes, ``cooldown`` points pass before
+   another may open.
+
+Warm-up (no alarms until enough history) is the caller's job: it does not
+call :meth:`AlarmRule.step` before a band exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NONE, OPENED, CLOSED = 0, 1, -1
+VALID_DIRECTIONS = ("both", "up", "down")
+
+
+@dataclass(frozen=True)
+class AlarmPolicy:
+    threshold: float = 4.0
+    recover: float = 2.0
+    k: int = 1
+    n: int = 1
+    recover_n: int = 3
+    cooldown: int = 0
+    direction: str = "both"
+
+    def validate(self) -> AlarmPolicy:
+        if self.direction not in VALID_DIRECTIONS:
+            raise ValueError(f"direction {self.direction!r} is not valid; choose one of: {', '.join(VALID_DIRECTIONS)}")
+        if not self.threshold > 0:
+            raise ValueError(f"threshold must be > 0 (band sigmas), got {self.threshold}")
+        if not (0 <= self.recover <= self.threshold):
+            raise ValueError(f"recover must be in [0, threshold={self.threshold}], got {self.recover}")
+        if not (1 <= self.k <= self.n):
+            raise ValueError(f"persistence needs 1 <= k <= n, got k={self.k} n={self.n}")
+        if self.recover_n < 1:
+            raise ValueError(f"recover_n must be >= 1, got {self.recover_n}")
+        if self.cooldown < 0:
+            raise ValueError(f"cooldown must be >= 0 points, got {self.cooldown}")
+        return self
+
+
+class AlarmRule:
+    """Per-series state of an :class:`AlarmPolicy`. ``step(z)`` returns NONE, OPENED or CLOSED."""
+
+    __slots__ = ("_p", "_ring", "_pos", "hits", "active", "calm", "cooldown_left", "peak", "hit")
+
+    def __init__(self, policy: AlarmPolicy) -> None:
+        self._p = policy
+        self._ring = [False] * policy.n
+        self._pos = 0
+        self.hits = 0
+        self.active = False
+        self.calm = 0
+        self.cooldown_left = 0
+        self.peak = 0.0
+        self.hit = False
+
+    def effective(self, z: float) -> float:
+        d = self._p.direction
+        return abs(z) if d == "both" else (z if d == "up" else -z)
+
+    def step(self, z: float) -> int:
+        p = self._p
+        e = abs(z) if p.direction == "both" else (z if p.direction == "up" else -z)
+        hit = e >= p.threshold
+        self.hit = hit
+        ring = self._ring
+        pos = self._pos
+        self.hits += hit - ring[pos]
+        ring[pos] = hit
+        self._pos = pos + 1 if pos + 1 < p.n else 0
+        if self.active:
+            if e > self.peak:
+                self.peak = e
+            if e < p.recover:
+                self.calm += 1
+                if self.calm >= p.recover_n:
+                    self.active = False
+                    self.cooldown_left = p.cooldown
+                    return CLOSED
+            else:
+                self.calm = 0
+            return NONE
+        if self.cooldown_left > 0:
+            self.cooldown_left -= 1
+            return NONE
+        if self.hits >= p.k:
+            self.active = True
+            self.calm = 0
+            self.peak = e
+            return OPENED
+        return NONE
+
+
+__all__ = ["CLOSED", "NONE", "OPENED", "VALID_DIRECTIONS", "AlarmPolicy", "AlarmRule"]

@@ -1,0 +1,304 @@
+"""Forecast bands for dynamic thresholds (statsforecast behind one small contract).
+
+Two paths, one result (STYLE habit 11):
+
+* stateless ``forecast(y, h, level=(80, 95), model=...)`` -- statsforecast's own
+  ``Model.forecast`` path;
+* stateful ``BandForecaster(...).fit(y).predict(h)`` -- statsforecast's
+  ``fit`` / ``predict`` path.
+
+Both return ``dict[str, np.ndarray]`` with the fixed keys ``mean`` and
+``lo-X`` / ``hi-X`` for every level X, each of length ``h``, in the series'
+own unit. ``tests/test_thresholds_forecast.py`` asserts that the two paths
+agree for every model.
+
+Models (``VALID_MODELS``):
+
+* ``auto_ets`` -- statsforecast ``AutoETS`` (default; seasonal when
+  ``season_length`` > 1 and there are two full seasons);
+* ``mstl`` -- statsforecast ``MSTL`` with an ``AutoETS`` trend, for a known
+  season (needs ``season_length``);
+* ``robust`` -- the rolling-quantile band: median and empirical quantiles of the
+  last ``robust_window`` points. It is also the **fallback** whenever a
+  statsforecast model fails to fit (``BandForecaster.fallback_`` names why).
+
+``log_scale=True`` models ``log1p(y / c)`` (``c`` = 10% of the median positive
+value) and maps the band back, which suits heavy-tailed, positive series
+(latencies, TTFT, TPOT). A series with negative values is modelled linearly.
+``conformal=True`` uses statsforecast ``ConformalIntervals`` instead of the
+model's parametric intervals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+VALID_MODELS = ("auto_ets", "mstl", "robust")
+DEFAULT_LEVELS: tuple[float, ...] = (80.0, 95.0)
+_ROBUST_WINDOW = 256
+
+
+def check_levels(level: Iterable[float] | None) -> tuple[float, ...]:
+    """Validate confidence levels once, at the front door: numbers in (0, 100)."""
+    if level is None:
+        return DEFAULT_LEVELS
+    if isinstance(level, (int, float)):
+        level = [level]
+    out = []
+    for x in level:
+        try:
+            v = float(x)
+        except (TypeError, ValueError):
+            raise ValueError(f"level {x!r} is not a number; levels are percentages in (0, 100), e.g. [80, 95]") from None
+        if not (0.0 < v < 100.0):
+            raise ValueError(f"level {v!r} is out of range; levels are percentages in (0, 100), e.g. [80, 95]")
+        out.append(v)
+    if not out:
+        raise ValueError("at least one level is needed, e.g. [80, 95]")
+    return tuple(sorted(set(out)))
+
+
+def _sf_levels(levels: Sequence[float]) -> list:
+    """Levels as statsforecast keys them (``80`` -> ``lo-80``, ``99.5`` -> ``lo-99.5``)."""
+    return [int(v) if float(v).is_integer() else v for v in levels]
+
+
+def check_model(model: str) -> str:
+    if model not in VALID_MODELS:
+        raise ValueError(f"unknown forecast model {model!r}; choose one of: {', '.join(VALID_MODELS)}")
+    return model
+
+
+def level_key(prefix: str, level: float) -> str:
+    """statsforecast's key form: ``lo-95``, ``hi-80``, ``hi-99.5``."""
+    return f"{prefix}-{int(level) if float(level).is_integer() else level}"
+
+
+def normal_quantile(level: float) -> float:
+    """z such that a two-sided normal interval of ``z`` covers ``level`` %."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(0.5 + level / 200.0)
+
+
+# ----------------------------------------------------------------------------
+# transforms (pure)
+# ----------------------------------------------------------------------------
+def log_scale_constant(y: np.ndarray) -> float | None:
+    """The ``c`` of ``log1p(y / c)``, or None when the series cannot go on a log scale."""
+    if y.size == 0 or float(np.min(y)) < 0.0:
+        return None
+    pos = y[y > 0]
+    if pos.size == 0:
+        return None
+    return 0.1 * float(np.median(pos))
+
+
+def to_model_space(y: np.ndarray, c: float | None) -> np.ndarray:
+    return y if c is None else np.log1p(np.maximum(y, 0.0) / c)
+
+
+def from_model_space(z: np.ndarray, c: float | None) -> np.ndarray:
+    if c is None:
+        return z
+    with np.errstate(over="ignore"):
+        return c * np.expm1(z)  # a diverging band becomes inf and is caught by the finite check
+
+
+# ----------------------------------------------------------------------------
+# statsforecast models
+# ----------------------------------------------------------------------------
+def _sf_model(model: str, season_length: int | None, n: int, h: int, conformal: bool):
+    from statsforecast.models import MSTL, AutoETS
+
+    kwargs = {}
+    if conformal:
+        from statsforecast.utils import ConformalIntervals
+
+        n_windows = max(2, min(5, (n - 10) // max(h, 1)))
+        kwargs["prediction_intervals"] = ConformalIntervals(h=h, n_windows=n_windows)
+    m = season_length or 1
+    if model == "mstl":
+        if m < 2:
+            raise ValueError("model 'mstl' needs season_length >= 2 (the number of points in one season)")
+        if n < 2 * m + 1:
+            raise ValueError(f"model 'mstl' needs two full seasons ({2 * m + 1} points); have {n}")
+        return MSTL(season_length=m, trend_forecaster=AutoETS(model="ZZN"), **kwargs)
+    # auto_ets: seasonal only with two full seasons of data
+    if m < 2 or n < 2 * m + 1:
+        m = 1
+    return AutoETS(season_length=m, **kwargs)
+
+
+def robust_band(y: np.ndarray, h: int, levels: Sequence[float], window: int = _ROBUST_WINDOW) -> dict[str, np.ndarray]:
+    """Median and empirical quantiles of the last ``window`` points, flat over ``h``."""
+    w = np.asarray(y[-window:], dtype=float)
+    if w.size == 0:
+        raise ValueError("robust band needs at least one point")
+    out = {"mean": np.full(h, float(np.median(w)))}
+    for lv in levels:
+        lo, hi = np.quantile(w, [(100.0 - lv) / 200.0, (100.0 + lv) / 200.0])
+        out[level_key("lo", lv)] = np.full(h, float(lo))
+        out[level_key("hi", lv)] = np.full(h, float(hi))
+    return out
+
+
+def _from_model_space_dict(res: dict, c: float | None, levels: Sequence[float]) -> dict[str, np.ndarray]:
+    keys = ["mean"] + [level_key(p, lv) for lv in levels for p in ("lo", "hi")]
+    return {k: from_model_space(np.asarray(res[k], dtype=float), c) for k in keys}
+
+
+def _prepare(y, log_scale: bool) -> tuple[np.ndarray, float | None]:
+    arr = np.asarray(y, dtype=float).ravel()
+    if arr.size == 0:
+        raise ValueError("cannot forecast an empty series")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("series contains NaN or inf; drop them before forecasting")
+    c = log_scale_constant(arr) if log_scale else None
+    return to_model_space(arr, c), c
+
+
+def forecast(
+    y,
+    h: int,
+    level: Iterable[float] | None = DEFAULT_LEVELS,
+    *,
+    model: str = "auto_ets",
+    season_length: int | None = None,
+    log_scale: bool = False,
+    conformal: bool = False,
+) -> dict[str, np.ndarray]:
+    """Stateless forecast band: fit on ``y`` and forecast ``h`` steps (raises on failure)."""
+    levels = check_levels(level)
+    check_model(model)
+    if h < 1:
+        raise ValueError(f"h must be >= 1, got {h}")
+    z, c = _prepare(y, log_scale)
+    if model == "robust":
+        return _from_model_space_dict(robust_band(z, h, levels), c, levels)
+    sf = _sf_model(model, season_length, z.size, h, conformal)
+    res = sf.forecast(y=z, h=h, level=_sf_levels(levels))
+    return _from_model_space_dict(res, c, levels)
+
+
+class BandForecaster:
+    """Stateful forecast band (estimator-style: ``fit`` returns self, learned state ends in ``_``).
+
+    ``fit`` never raises for a bad series when ``fallback=True``: a
+    statsforecast failure switches this fit to :func:`robust_band` and sets
+    ``fallback_`` to the exception type name (the caller counts it).
+    """
+
+    def __init__(
+        self,
+        model: str = "auto_ets",
+        *,
+        level: Iterable[float] | None = DEFAULT_LEVELS,
+        season_length: int | None = None,
+        log_scale: bool = False,
+        conformal: bool = False,
+        fallback: bool = True,
+        robust_window: int = _ROBUST_WINDOW,
+    ) -> None:
+        self.model = check_model(model)
+        self.level = check_levels(level)
+        self.season_length = season_length
+        self.log_scale = log_scale
+        self.conformal = conformal
+        self.fallback = fallback
+        self.robust_window = robust_window
+
+    def fit(self, y, h: int = 1) -> BandForecaster:
+        """Fit on ``y``. ``h`` is only used to size conformal windows."""
+        z, c = _prepare(y, self.log_scale)
+        self.scale_ = c
+        self.n_obs_ = z.size
+        self.fallback_: str | None = None
+        self.error_: BaseException | None = None
+        self.model_ = None
+        self.y_ = z[-self.robust_window:].copy()
+        if self.model == "robust":
+            return self
+        try:
+            self.model_ = _sf_model(self.model, self.season_length, z.size, h, self.conformal).fit(z)
+        except Exception as exc:
+            if not self.fallback:
+                raise
+            self.model_ = None
+            self.fallback_ = type(exc).__qualname__
+            self.error_ = exc
+        return self
+
+    def update(self, y, h: int) -> dict[str, np.ndarray]:
+        """Band for ``h`` steps after the newer history ``y``, keeping the fitted parameters.
+
+        statsforecast's ``forward`` path: the model's state is re-filtered over
+        ``y`` without re-estimating parameters (~100x cheaper than ``fit``). The
+        log-scale constant of the last ``fit`` is kept so the two stay comparable.
+        """
+        if not hasattr(self, "n_obs_"):
+            raise RuntimeError("call fit() before update()")
+        arr = np.asarray(y, dtype=float).ravel()
+        z = to_model_space(arr, self.scale_)
+        self.y_ = z[-self.robust_window:].copy()
+        if self.model_ is not None:
+            try:
+                res = self.model_.forward(y=z, h=h, level=_sf_levels(self.level))
+                out = _from_model_space_dict(res, self.scale_, self.level)
+                if all(np.all(np.isfinite(v)) for v in out.values()):
+                    return out
+                raise FloatingPointError("forecast band is not finite")
+            except Exception as exc:
+                if not self.fallback:
+                    raise
+                self.fallback_ = type(exc).__qualname__
+                self.error_ = exc
+                self.model_ = None
+        return _from_model_space_dict(robust_band(self.y_, h, self.level, self.robust_window), self.scale_, self.level)
+
+    def predict(self, h: int) -> dict[str, np.ndarray]:
+        if not hasattr(self, "n_obs_"):
+            raise RuntimeError("call fit() before predict()")
+        if h < 1:
+            raise ValueError(f"h must be >= 1, got {h}")
+        if self.model_ is not None:
+            try:
+                res = self.model_.predict(h=h, level=_sf_levels(self.level))
+                out = _from_model_space_dict(res, self.scale_, self.level)
+                if all(np.all(np.isfinite(v)) for v in out.values()):
+                    return out
+                raise FloatingPointError("forecast band is not finite")
+            except Exception as exc:
+                if not self.fallback:
+                    raise
+                self.fallback_ = type(exc).__qualname__
+                self.error_ = exc
+                self.model_ = None
+        return _from_model_space_dict(robust_band(self.y_, h, self.level, self.robust_window), self.scale_, self.level)
+
+
+def forecast_cross(mean: np.ndarray, limit: float) -> int | None:
+    """Index of the first forecast step at or above ``limit`` (None if never)."""
+    hits = np.flatnonzero(np.asarray(mean) >= limit)
+    return int(hits[0]) if hits.size else None
+
+
+def finite(x: float) -> bool:
+    return not (math.isnan(x) or math.isinf(x))
+
+
+__all__ = [
+    "DEFAULT_LEVELS",
+    "VALID_MODELS",
+    "BandForecaster",
+    "check_levels",
+    "check_model",
+    "forecast",
+    "forecast_cross",
+    "level_key",
+    "normal_quantile",
+    "robust_band",
+]

@@ -1,0 +1,594 @@
+"""Dynamic thresholds: a learned band per series, an explicit alarm rule, predictive breach alerts.
+
+Hot path (:meth:`ThresholdProcessor.observe` / :meth:`SeriesHandle.observe`):
+O(1) per point -- drop bad input, append to a bounded history, compare the value
+to the *cached* forecast band, step the alarm rule. Fitting happens off the hot
+path: every ``refit_every`` points (and at least ``refit_interval_s`` of data
+time apart) a snapshot of the history is refitted either on a background
+worker thread (``refit="background"``, the default online) or synchronously in
+the same call (``refit="inline"``: deterministic, what the evaluation harness
+uses). Both run the same code.
+
+Per series (metric name + its low-cardinality attributes): bounded history, a
+:class:`~otel_llm.processors._forecast.BandForecaster` (AutoETS by default,
+MSTL with a known season, conformal intervals optional), log scale for
+heavy-tailed metrics. A fit failure falls back to the rolling-quantile band and
+is counted (``otel_llm.instrumentation.errors{otel_llm.component="thresholds.fit",
+error.type=...}``); the other series are unaffected.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from otel_llm.processors._alarm import OPENED, AlarmPolicy, AlarmRule
+from otel_llm.processors._forecast import (
+    VALID_MODELS,
+    check_levels,
+    check_model,
+    level_key,
+    normal_quantile,
+)
+from otel_llm.processors._model import Detection, Severity
+from otel_llm.processors._stream import DetectionStream
+
+from otel_llm import semconv
+from otel_llm._selftelemetry import report_dropped, report_error
+
+_COMPONENT = "thresholds"
+VALID_REFIT = ("background", "inline")
+VALID_LOG_SCALE = ("auto", "on", "off")
+_EMPTY: list[Detection] = []
+
+#: Metric-name fragments that mark a heavy-tailed (latency-like) series for ``log_scale="auto"``.
+HEAVY_TAILED_HINTS: tuple[str, ...] = (
+    "duration", "latency", "time_to_first_token", "time_per_output_token", "ttft", "tpot", "token_gap",
+    "response_time", "_seconds", ".seconds",
+)
+
+#: Saturating series and the limit they must stay under (``time-to-breach`` alerts).
+DEFAULT_LIMITS: Mapping[str, float] = {
+    semconv.OTEL_LLM_SERVER_KV_CACHE_UTILIZATION: 1.0,
+    semconv.HW_GPU_MEMORY_UTILIZATION: 1.0,
+}
+
+
+@dataclass(frozen=True)
+class ThresholdConfig:
+    """Settings of :class:`ThresholdProcessor`; ``validate()`` raises ValueError listing valid choices."""
+
+    model: str = "auto_ets"
+    levels: tuple[float, ...] = (80.0, 95.0)
+    alarm_level: float | None = None
+    """Band whose width defines one sigma for the z-score (default: the highest level)."""
+    season_length: int | None = None
+    conformal: bool = False
+    log_scale: str = "auto"
+    history: int = 512
+    min_history: int = 30
+    refit_every: int = 128
+    """Points between full re-estimations of the model's parameters."""
+    update_every: int = 4
+    """Points between cheap state updates (statsforecast ``forward``) of the band."""
+    refit_interval_s: float = 0.0
+    refit: str = "background"
+    refit_cpu_share: float = 0.25
+    """Background fits sleep so they use at most this share of one core."""
+    horizon: int | None = None
+    policy: AlarmPolicy = field(default_factory=AlarmPolicy)
+    limits: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+    breach_horizon_s: float = 900.0
+    max_series: int = 10_000
+
+    def validate(self) -> ThresholdConfig:
+        check_model(self.model)
+        levels = check_levels(self.levels)
+        alarm_level = levels[-1] if self.alarm_level is None else float(self.alarm_level)
+        if alarm_level not in levels:
+            raise ValueError(f"alarm_level {alarm_level} must be one of the levels {list(levels)}")
+        if self.refit not in VALID_REFIT:
+            raise ValueError(f"refit {self.refit!r} is not valid; choose one of: {', '.join(VALID_REFIT)}")
+        if self.log_scale not in VALID_LOG_SCALE:
+            raise ValueError(f"log_scale {self.log_scale!r} is not valid; choose one of: {', '.join(VALID_LOG_SCALE)}")
+        if self.model == "mstl" and not (self.season_length and self.season_length >= 2):
+            raise ValueError("model 'mstl' needs season_length >= 2; use model 'auto_ets' when no season is known")
+        if self.min_history < 3:
+            raise ValueError(f"min_history must be >= 3 points, got {self.min_history}")
+        if self.history < self.min_history:
+            raise ValueError(f"history ({self.history}) must be >= min_history ({self.min_history})")
+        if self.refit_every < 1 or self.update_every < 1:
+            raise ValueError(f"refit_every and update_every must be >= 1 point, got {self.refit_every}, {self.update_every}")
+        if not (0 < self.refit_cpu_share <= 1):
+            raise ValueError(f"refit_cpu_share must be in (0, 1], got {self.refit_cpu_share}")
+        if self.max_series < 1:
+            raise ValueError(f"max_series must be >= 1, got {self.max_series}")
+        self.policy.validate()
+        return replace(self, levels=levels, alarm_level=alarm_level)
+
+    @property
+    def band_horizon(self) -> int:
+        return self.horizon or max(4 * self.update_every, 32)
+
+
+def series_key(metric: str, attributes: Mapping[str, Any] | None) -> str:
+    """``metric{a="x",b="y"}`` with attributes sorted: the :attr:`Detection.series` form."""
+    if not attributes:
+        return metric
+    inner = ",".join(f'{k}="{attributes[k]}"' for k in sorted(attributes))
+    return f"{metric}{{{inner}}}"
+
+
+def is_heavy_tailed(metric: str) -> bool:
+    low = metric.lower()
+    return any(h in low for h in HEAVY_TAILED_HINTS)
+
+
+class _Band:
+    """A cached forecast: model-space centre and one-sided sigmas, plus the drawn band."""
+
+    __slots__ = ("n0", "h", "c", "tmean", "sup", "sdn", "mean", "lo", "hi", "fallback")
+
+    def __init__(self, n0, h, c, tmean, sup, sdn, mean, lo, hi, fallback) -> None:
+        self.n0, self.h, self.c = n0, h, c
+        self.tmean, self.sup, self.sdn = tmean, sup, sdn
+        self.mean, self.lo, self.hi = mean, lo, hi
+        self.fallback = fallback
+
+
+class SeriesState:
+    """Everything kept per series. Read-only for callers (``handle.state``)."""
+
+    __slots__ = (
+        "key", "metric", "attributes", "log", "limit", "hist", "n", "last_t", "dt", "band", "fit_n", "fit_t",
+        "pending", "rule", "z", "score", "value", "j", "open_start", "open_detection", "predictive",
+        "last_event", "fits", "fallbacks", "forecaster", "full_fit_n",
+    )
+
+    def __init__(self, key: str, metric: str, attributes: Mapping[str, Any], cfg: ThresholdConfig, log: bool) -> None:
+        self.key = key
+        self.metric = metric
+        self.attributes = dict(attributes)
+        self.log = log
+        self.limit = cfg.limits.get(metric)
+        self.hist: collections.deque[float] = collections.deque(maxlen=cfg.history)
+        self.n = 0
+        self.last_t = -math.inf
+        self.dt = 0.0
+        self.band: _Band | None = None
+        self.fit_n = 0
+        self.fit_t = -math.inf
+        self.pending = False
+        self.rule = AlarmRule(cfg.policy)
+        self.z = 0.0
+        self.score = 0.0
+        self.value = math.nan
+        self.j = 0
+        self.open_start = 0.0
+        self.open_detection: Detection | None = None
+        self.predictive: Detection | None = None
+        self.last_event = 0
+        self.fits = 0
+        self.fallbacks = 0
+        self.forecaster: Any = None
+        self.full_fit_n = 0
+
+    def current_band(self) -> tuple[float, float, float] | None:
+        """(lower, forecast, upper) at the alarm level for the latest point, in the series' unit."""
+        b = self.band
+        if b is None:
+            return None
+        j = min(max(self.n - b.n0 - 1, 0), b.h - 1)
+        return b.lo[j], b.mean[j], b.hi[j]
+
+
+class SeriesHandle:
+    """Fast path for one series: ``handle.observe(t, value)`` skips the key lookup."""
+
+    __slots__ = ("_proc", "state")
+
+    def __init__(self, proc: ThresholdProcessor, state: SeriesState) -> None:
+        self._proc = proc
+        self.state = state
+
+    def observe(self, t: float, value: float) -> list[Detection]:
+        return self._proc._observe(self.state, t, value)
+
+
+def score_from_z(z_eff: float, threshold: float) -> float:
+    """Map an effective z to [0, 1): 0.5 exactly at the alarm threshold."""
+    return z_eff / (z_eff + threshold) if z_eff > 0 else 0.0
+
+
+class ThresholdProcessor:
+    """Learned bands and alarms for many series. Thread-safe for concurrent producers.
+
+    * ``observe(metric, attributes, t, value) -> list[Detection]`` -- detections
+      opened or closed by this point (also published on :attr:`stream`);
+    * ``series(metric, attributes)`` -- a :class:`SeriesHandle` for the fast path;
+    * ``force_flush()`` waits for pending background fits; ``shutdown()`` stops the worker.
+    """
+
+    def __init__(
+        self,
+        config: ThresholdConfig | None = None,
+        *,
+        stream: DetectionStream | None = None,
+        meter_provider: Any = None,
+        emit_metrics: bool = True,
+    ) -> None:
+        self.config = (config or ThresholdConfig()).validate()
+        self.stream = stream if stream is not None else DetectionStream()
+        self._series: dict[Any, SeriesState] = {}
+        self._lock = threading.Lock()
+        self._zq = normal_quantile(self.config.alarm_level)
+        self.dropped: collections.Counter[str] = collections.Counter()
+        self.fit_failures: collections.Counter[str] = collections.Counter()
+        self._queue: collections.deque[tuple[SeriesState, list[float], int, float]] = collections.deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._closed = False
+        self._worker: threading.Thread | None = None
+        if self.config.refit == "background":
+            self._worker = threading.Thread(target=self._run, name="otel-llm-thresholds", daemon=True)
+            self._worker.start()
+        if emit_metrics:
+            self._register_gauges(meter_provider)
+
+    # ------------------------------------------------------------------ series
+    def series(self, metric: str, attributes: Mapping[str, Any] | None = None) -> SeriesHandle:
+        attributes = attributes or {}
+        cache_key = (metric, tuple(sorted(attributes.items())))
+        st = self._series.get(cache_key)
+        if st is None:
+            try:
+                st = self._create(cache_key, metric, attributes)
+            except _SeriesLimit:
+                raise ValueError(f"series limit reached ({self.config.max_series}); raise max_series") from None
+        return SeriesHandle(self, st)
+
+    def _create(self, cache_key, metric: str, attributes: Mapping[str, Any]) -> SeriesState:
+        with self._lock:
+            st = self._series.get(cache_key)
+            if st is not None:
+                return st
+            if len(self._series) >= self.config.max_series:
+                raise _SeriesLimit()
+            cfg = self.config
+            log = cfg.log_scale == "on" or (cfg.log_scale == "auto" and is_heavy_tailed(metric))
+            st = SeriesState(series_key(metric, attributes), metric, attributes, cfg, log)
+            self._series[cache_key] = st
+            return st
+
+    def states(self) -> list[SeriesState]:
+        return list(self._series.values())
+
+    def observe(self, metric: str, attributes: Mapping[str, Any] | None, t: float, value: float) -> list[Detection]:
+        """Feed one point (``t`` unix seconds). Never raises for bad data: drops and counts it."""
+        cache_key = (metric, tuple(sorted(attributes.items())) if attributes else ())
+        st = self._series.get(cache_key)
+        if st is None:
+            try:
+                st = self._create(cache_key, metric, attributes or {})
+            except _SeriesLimit:
+                self._drop("series_limit")
+                return _EMPTY
+        return self._observe(st, t, value)
+
+    def observe_many(self, points: Iterable[tuple[str, Mapping[str, Any] | None, float, float]]) -> list[Detection]:
+        out: list[Detection] = []
+        for metric, attrs, t, v in points:
+            d = self.observe(metric, attrs, t, v)
+            if d:
+                out.extend(d)
+        return out
+
+    def _drop(self, reason: str) -> None:
+        self.dropped[reason] += 1
+        report_dropped(_COMPONENT, reason)
+
+    # ---------------------------------------------------------------- hot path
+    def _observe(self, s: SeriesState, t: float, value: float) -> list[Detection]:
+        try:
+            value = float(value)
+            t = float(t)
+        except (TypeError, ValueError):
+            self._drop("not_a_number")
+            return _EMPTY
+        if value != value or value == math.inf or value == -math.inf or t != t:
+            self._drop("non_finite")
+            return _EMPTY
+        if t <= s.last_t:
+            self._drop("out_of_order")
+            return _EMPTY
+        if s.n:
+            dt = t - s.last_t
+            s.dt = dt if s.dt == 0.0 else s.dt + 0.05 * (dt - s.dt)
+        s.last_t = t
+        s.hist.append(value)
+        s.n += 1
+        s.value = value
+        out = _EMPTY
+        b = s.band
+        if b is not None:
+            j = s.n - b.n0 - 1
+            if j >= b.h:
+                j = b.h - 1
+            s.j = j
+            c = b.c
+            x = value if c is None else math.log1p((value if value > 0.0 else 0.0) / c)
+            d = x - b.tmean[j]
+            z = d / b.sup[j] if d >= 0.0 else d / b.sdn[j]
+            s.z = z
+            rule = s.rule
+            ev = rule.step(z)
+            s.score = score_from_z(rule.effective(z), self.config.policy.threshold)
+            s.last_event = ev
+            if ev:
+                out = [self._event(s, ev, t, value, j)]
+        else:
+            s.last_event = 0
+        cfg = self.config
+        if (
+            not s.pending
+            and s.n >= cfg.min_history
+            and (s.band is None or s.n - s.fit_n >= cfg.update_every)
+            and t - s.fit_t >= cfg.refit_interval_s
+        ):
+            fitted = self._schedule(s, t)
+            if fitted:
+                out = [*out, *fitted]
+        return out
+
+    def _event(self, s: SeriesState, ev: int, t: float, value: float, j: int) -> Detection:
+        b = s.band
+        assert b is not None
+        cfg = self.config
+        lv = cfg.alarm_level
+        band = (b.lo[j], b.hi[j])
+        direction = "above" if s.z > 0 else "below"
+        if ev == OPENED:
+            s.open_start = t
+            peak = s.rule.peak
+            sev = Severity.CRITICAL if peak >= 2 * cfg.policy.threshold else Severity.WARNING
+            p = cfg.policy
+            det = Detection(
+                kind="threshold", series=s.key, start=t, end=None, score=s.score, severity=sev, metric=s.metric,
+                attributes=dict(s.attributes), value=value, band=band, level=lv,
+                explanation=(
+                    f"{s.metric} = {value:.6g} is {direction} its {lv:g}% band "
+                    f"[{band[0]:.6g}, {band[1]:.6g}] (forecast {b.mean[j]:.6g}); z = {s.z:.2f} "
+                    f"(threshold {p.threshold:g}, {s.rule.hits} of last {p.n} points)"
+                    + ("; log-scale model" if s.log else "")
+                    + (f"; rolling-quantile fallback ({b.fallback})" if b.fallback else "")
+                ),
+            )
+            s.open_detection = det
+        else:
+            opened = s.open_detection
+            det = Detection(
+                kind="threshold", series=s.key, start=opened.start if opened else s.open_start, end=t,
+                score=s.score, severity=opened.severity if opened else Severity.WARNING, metric=s.metric,
+                attributes=dict(s.attributes), value=value, band=band, level=lv,
+                explanation=f"{s.metric} back inside its {lv:g}% band [{band[0]:.6g}, {band[1]:.6g}]",
+            )
+            s.open_detection = None
+        self._publish([det])
+        return det
+
+    def _publish(self, dets: list[Detection]) -> None:
+        try:
+            self.stream.publish(dets)
+        except Exception as exc:  # pragma: no cover - stream never raises
+            report_error(_COMPONENT, exc)
+
+    # ----------------------------------------------------------------- fitting
+    def _schedule(self, s: SeriesState, t: float) -> list[Detection]:
+        """Fit now (inline: returns the predictive detections) or queue for the worker."""
+        snap = list(s.hist)
+        if self._worker is None:
+            return self._fit(s, snap, s.n, t)
+        s.pending = True
+        with self._cond:
+            self._queue.append((s, snap, s.n, t))
+            self._cond.notify()
+        return _EMPTY
+
+    def _fit(self, s: SeriesState, y: list[float], n_at: int, t: float) -> list[Detection]:
+        """Fit one series and swap its cached band. Never raises (one bad series never stops the others)."""
+        import numpy as np
+        from otel_llm.processors._forecast import BandForecaster, to_model_space
+
+        cfg = self.config
+        try:
+            arr = np.asarray(y, dtype=float)
+            h = cfg.band_horizon
+            bf = s.forecaster
+            failed_before = bf.fallback_ if bf is not None else None
+            if bf is None or n_at - s.full_fit_n >= cfg.refit_every:
+                failed_before = None
+                bf = BandForecaster(
+                    cfg.model, level=cfg.levels, season_length=cfg.season_length, log_scale=s.log,
+                    conformal=cfg.conformal,
+                ).fit(arr, h=h)
+                res = bf.predict(h)
+                s.forecaster = bf
+                s.full_fit_n = n_at
+                s.fits += 1
+            else:
+                res = bf.update(arr, h)
+            if bf.fallback_ and not failed_before:
+                s.fallbacks += 1
+                self.fit_failures[bf.fallback_] += 1
+                report_error(f"{_COMPONENT}.fit", bf.error_ or RuntimeError(bf.fallback_))
+            c = bf.scale_
+            lv = cfg.alarm_level
+            mean = res["mean"]
+            lo, hi = res[level_key("lo", lv)], res[level_key("hi", lv)]
+            tmean = to_model_space(mean, c)
+            tlo, thi = to_model_space(lo, c), to_model_space(hi, c)
+            ty = to_model_space(arr[-256:], c)
+            mad = float(np.median(np.abs(ty - np.median(ty)))) * 1.4826
+            floor = np.maximum(np.maximum(0.1 * mad, 1e-3 * np.abs(tmean)), 1e-9)
+            sup = np.maximum((thi - tmean) / self._zq, floor)
+            sdn = np.maximum((tmean - tlo) / self._zq, floor)
+            s.band = _Band(
+                n_at, h, c, tmean.tolist(), sup.tolist(), sdn.tolist(), mean.tolist(), lo.tolist(), hi.tolist(),
+                bf.fallback_,
+            )
+            s.fit_n = n_at
+            s.fit_t = t
+            if s.limit is not None:
+                return self._predict_breach(s, arr, t)
+            return _EMPTY
+        except Exception as exc:
+            self.fit_failures[type(exc).__qualname__] += 1
+            report_error(f"{_COMPONENT}.fit", exc)
+            s.fit_n = n_at  # retry after refit_every more points
+            s.fit_t = t
+            return _EMPTY
+        finally:
+            s.pending = False
+
+    def _predict_breach(self, s: SeriesState, arr, t: float) -> list[Detection]:
+        """Time-to-breach: a trend forecast of a saturating series crossing its limit."""
+        from otel_llm.processors._forecast import forecast_cross
+        from statsforecast.models import Holt
+
+        cfg = self.config
+        limit = s.limit
+        assert limit is not None
+        dt = s.dt if s.dt > 0 else 1.0
+        steps = int(min(max(cfg.breach_horizon_s / dt, 1), 1000))
+        current = float(arr[-1])
+        eta = None
+        if current < limit and arr.size >= 10:
+            mean = Holt().forecast(y=arr[-256:], h=steps)["mean"]
+            j = forecast_cross(mean, limit)
+            if j is not None:
+                eta = (j + 1) * dt
+        if eta is not None and s.predictive is None:
+            det = Detection(
+                kind="predictive", series=s.key, start=t, score=float(min(1.0, 1.0 - eta / cfg.breach_horizon_s + 0.5)),
+                severity=Severity.WARNING, metric=s.metric, attributes=dict(s.attributes), value=current,
+                band=(-math.inf, limit),
+                explanation=(
+                    f"{s.metric} = {current:.4g} is forecast to reach its limit {limit:g} in about {eta:.0f} s "
+                    f"(trend over the last {min(arr.size, 256)} points)"
+                ),
+            )
+            s.predictive = det
+            self._publish([det])
+            return [det]
+        if eta is None and s.predictive is not None:
+            old = s.predictive
+            s.predictive = None
+            det = replace(old, end=t, explanation=f"{s.metric} no longer forecast to reach {limit:g}")
+            self._publish([det])
+            return [det]
+        return _EMPTY
+
+    def _run(self) -> None:
+        share = self.config.refit_cpu_share
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    self._queue.clear()
+                    self._cond.notify_all()
+                    return
+                s, snap, n_at, t = self._queue.popleft()
+                self._busy = True
+            t0 = time.perf_counter()
+            self._fit(s, snap, n_at, t)
+            spent = time.perf_counter() - t0
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+            if share < 1.0:
+                time.sleep(spent * (1.0 - share) / share)
+
+    def force_flush(self, timeout_millis: float = 30_000) -> bool:
+        """Wait until queued background fits are done."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout_millis / 1000.0)
+
+    def shutdown(self, timeout_millis: float = 30_000) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout_millis / 1000.0)
+
+    # ----------------------------------------------------------------- metrics
+    def _register_gauges(self, meter_provider: Any) -> None:
+        from opentelemetry import metrics
+
+        meter = (meter_provider or metrics.get_meter_provider()).get_meter("otel_llm.processors.thresholds")
+        meter.create_observable_gauge(
+            semconv.OTEL_LLM_THRESHOLD_UPPER, callbacks=[lambda o: self._observe_band(2)],
+            description="Upper edge of the learned band (series' unit)",
+        )
+        meter.create_observable_gauge(
+            semconv.OTEL_LLM_THRESHOLD_LOWER, callbacks=[lambda o: self._observe_band(0)],
+            description="Lower edge of the learned band (series' unit)",
+        )
+        meter.create_observable_gauge(
+            semconv.OTEL_LLM_THRESHOLD_FORECAST, callbacks=[lambda o: self._observe_band(1)],
+            description="Forecast (centre of the band)",
+        )
+        meter.create_observable_gauge(
+            semconv.OTEL_LLM_ANOMALY_SCORE, callbacks=[lambda o: self._observe_scores()], unit="1",
+            description="Anomaly score in [0, 1]; 0.5 is the alarm threshold",
+        )
+
+    def _attrs(self, s: SeriesState) -> dict[str, Any]:
+        return {**s.attributes, semconv.OTEL_LLM_METRIC: s.metric}
+
+    def _observe_band(self, which: int):
+        from opentelemetry.metrics import Observation
+
+        out = []
+        lv = self.config.alarm_level
+        for s in self.states():
+            band = s.current_band()
+            if band is not None:
+                attrs = self._attrs(s)
+                if which != 1:
+                    attrs[semconv.OTEL_LLM_LEVEL] = lv
+                out.append(Observation(band[which], attrs))
+        return out
+
+    def _observe_scores(self):
+        from opentelemetry.metrics import Observation
+
+        return [
+            Observation(s.score, {**self._attrs(s), semconv.OTEL_LLM_DETECTOR: "threshold"})
+            for s in self.states() if s.band is not None
+        ]
+
+
+class _SeriesLimit(Exception):
+    pass
+
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "HEAVY_TAILED_HINTS",
+    "VALID_MODELS",
+    "SeriesHandle",
+    "SeriesState",
+    "ThresholdConfig",
+    "ThresholdProcessor",
+    "is_heavy_tailed",
+    "score_from_z",
+    "series_key",
+]

@@ -1,0 +1,247 @@
+"""Dynamic thresholds: forecast contract, alarm rule, warm-up, log scale, fallback, bad input, gauges."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from otel_llm import _selftelemetry, semconv
+from otel_llm.processors import _forecast
+from otel_llm.processors._alarm import CLOSED, NONE, OPENED, AlarmPolicy, AlarmRule
+from otel_llm.processors._forecast import VALID_MODELS, BandForecaster, check_levels, forecast
+from otel_llm.processors._thresholds import ThresholdConfig, ThresholdProcessor, is_heavy_tailed
+
+
+@pytest.fixture(autouse=True)
+def _reset():
+    _selftelemetry._reset_for_tests()
+    yield
+
+
+def _series(n=200, seed=0, season=24):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return 10 + 2 * np.sin(2 * np.pi * t / season) + rng.normal(0, 0.5, n)
+
+
+# ------------------------------------------------------------------ contract
+@pytest.mark.parametrize("model", VALID_MODELS)
+@pytest.mark.parametrize("log_scale", [False, True])
+def test_all_forecast_paths_agree(model, log_scale):
+    y = _series()
+    kw = {"season_length": 24} if model == "mstl" else {}
+    stateless = forecast(y, 12, [80, 95], model=model, log_scale=log_scale, **kw)
+    bf = BandForecaster(model, level=[80, 95], log_scale=log_scale, fallback=False, **kw).fit(y)
+    stateful = bf.predict(12)
+    updated = bf.update(y, 12)  # statsforecast's forward path on the same history
+    assert set(stateless) == {"mean", "lo-80", "hi-80", "lo-95", "hi-95"}
+    for res in (stateful, updated):
+        assert set(res) == set(stateless)
+        for k in stateless:
+            assert res[k].shape == (12,)
+            np.testing.assert_allclose(res[k], stateless[k], rtol=1e-5, atol=1e-6)
+    assert np.all(stateless["lo-95"] <= stateless["lo-80"] + 1e-9)
+    assert np.all(stateless["lo-80"] <= stateless["mean"] + 1e-9)
+    assert np.all(stateless["mean"] <= stateless["hi-80"] + 1e-9)
+    assert np.all(stateless["hi-80"] <= stateless["hi-95"] + 1e-9)
+
+
+def test_levels_and_models_are_checked_at_the_front_door():
+    assert check_levels([95, 80]) == (80.0, 95.0)
+    with pytest.raises(ValueError, match=r"\(0, 100\)"):
+        check_levels([120])
+    with pytest.raises(ValueError, match="auto_ets, mstl, robust"):
+        forecast([1.0, 2.0, 3.0], 2, model="prophet")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model": "arima"}, "auto_ets, mstl, robust"),
+        ({"levels": (80, 150)}, r"\(0, 100\)"),
+        ({"alarm_level": 99}, "must be one of the levels"),
+        ({"refit": "sometimes"}, "background, inline"),
+        ({"log_scale": "maybe"}, "auto, on, off"),
+        ({"model": "mstl"}, "season_length"),
+        ({"policy": AlarmPolicy(direction="sideways")}, "both, up, down"),
+        ({"policy": AlarmPolicy(k=3, n=2)}, "k <= n"),
+        ({"policy": AlarmPolicy(threshold=3, recover=4)}, "recover"),
+    ],
+)
+def test_config_errors_name_the_valid_choices(change, message):
+    with pytest.raises(ValueError, match=message):
+        ThresholdProcessor(ThresholdConfig(**{"refit": "inline", **change}), emit_metrics=False)
+
+
+# ---------------------------------------------------------------- alarm rule
+def test_persistence_k_of_n():
+    rule = AlarmRule(AlarmPolicy(threshold=3, recover=1, k=2, n=3).validate())
+    assert [rule.step(z) for z in (5, 0, 0, 0)] == [NONE] * 4  # one spike is not enough
+    assert rule.step(5) == NONE
+    assert rule.step(0) == NONE
+    assert rule.step(5) == OPENED  # 2 of the last 3
+
+
+def test_hysteresis_and_cooldown():
+    rule = AlarmRule(AlarmPolicy(threshold=3, recover=1.5, recover_n=2, cooldown=3).validate())
+    assert rule.step(4) == OPENED
+    # between recover and threshold: stays open (no flapping)
+    assert [rule.step(z) for z in (2.0, 2.5, 2.0)] == [NONE, NONE, NONE]
+    assert rule.active
+    assert rule.step(1.0) == NONE  # one calm point is not enough
+    assert rule.step(1.0) == CLOSED
+    # cooldown: 3 points cannot open a new alarm
+    assert [rule.step(10) for _ in range(3)] == [NONE] * 3
+    assert rule.step(10) == OPENED
+
+
+def test_direction_up_ignores_drops():
+    rule = AlarmRule(AlarmPolicy(threshold=3, direction="up").validate())
+    assert rule.step(-10) == NONE
+    assert rule.step(10) == OPENED
+
+
+# ------------------------------------------------------------ the processor
+def _proc(**kw):
+    kw.setdefault("refit", "inline")
+    kw.setdefault("min_history", 30)
+    return ThresholdProcessor(ThresholdConfig(**kw), emit_metrics=False)
+
+
+def test_warm_up_has_no_alarms_then_a_spike_alarms():
+    proc = _proc(model="robust")
+    y = _series(60, seed=1)
+    dets = []
+    for i, v in enumerate(y[:29]):
+        dets += proc.observe("queue_depth", {"gen_ai.request.model": "tiny"}, float(i), 1000.0 if i == 20 else v)
+    assert dets == []  # a huge spike during warm-up does not alarm
+    st = proc.states()[0]
+    assert st.band is None
+    for i, v in enumerate(y[29:50], start=29):
+        dets += proc.observe("queue_depth", {"gen_ai.request.model": "tiny"}, float(i), v)
+    assert st.band is not None
+    assert dets == []
+    dets = proc.observe("queue_depth", {"gen_ai.request.model": "tiny"}, 50.0, 100.0)
+    assert len(dets) == 1
+    d = dets[0]
+    assert d.kind == "threshold" and d.active and d.level == 95.0
+    assert d.series == 'queue_depth{gen_ai.request.model="tiny"}'
+    assert d.band[0] < 10 < d.band[1] < 100
+    assert 0.5 <= d.score < 1.0
+    assert "above" in d.explanation
+    # recovery closes it (hysteresis: recover_n calm points)
+    closed = []
+    for i in range(51, 60):
+        closed += proc.observe("queue_depth", {"gen_ai.request.model": "tiny"}, float(i), 10.0)
+    assert len(closed) == 1 and closed[0].end is not None and closed[0].fingerprint == d.fingerprint
+
+
+def test_heavy_tailed_series_are_modelled_on_a_log_scale():
+    assert is_heavy_tailed(semconv.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN)
+    assert is_heavy_tailed(semconv.OTEL_LLM_TTFT)
+    assert not is_heavy_tailed(semconv.OTEL_LLM_SERVER_KV_CACHE_UTILIZATION)
+    proc = _proc(model="robust")
+    rng = np.random.default_rng(3)
+    for i, v in enumerate(rng.lognormal(np.log(0.1), 0.5, 200)):
+        proc.observe(semconv.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN, {}, float(i), float(v))
+        proc.observe("requests", {}, float(i), float(v))
+    ttft, plain = proc.states()
+    assert ttft.log and not plain.log
+    lo, mid, hi = ttft.current_band()
+    assert hi - mid > 1.5 * (mid - lo)  # the band is skewed up, as a lognormal is
+    assert lo > 0
+
+
+def test_a_fit_failure_falls_back_and_is_counted_without_stopping_other_series(monkeypatch):
+    real = _forecast._sf_model
+
+    class Boom(RuntimeError):
+        pass
+
+    Boom.__qualname__ = "Boom"
+
+    def flaky(model, season_length, n, h, conformal):
+        m = real(model, season_length, n, h, conformal)
+
+        class Wrapper:
+            def fit(self, y):
+                if y[0] == 777.0:
+                    raise Boom("bad series")
+                return m.fit(y)
+
+        return Wrapper()
+
+    monkeypatch.setattr(_forecast, "_sf_model", flaky)
+    proc = _proc(model="auto_ets", min_history=30)
+    y = _series(40)
+    for i, v in enumerate(y):
+        proc.observe("bad", {}, float(i), 777.0 if i == 0 else float(v))
+        proc.observe("good", {}, float(i), float(v))
+    bad, good = proc.states()
+    assert bad.band is not None and bad.band.fallback == "Boom"
+    assert good.band is not None and good.band.fallback is None
+    assert proc.fit_failures["Boom"] == 1
+    assert _selftelemetry.error_counts()[("thresholds.fit", "Boom")] == 1
+
+
+def test_bad_input_is_dropped_and_counted():
+    proc = _proc(model="robust")
+    proc.observe("m", {}, 10.0, 1.0)
+    proc.observe("m", {}, 11.0, math.nan)
+    proc.observe("m", {}, 12.0, math.inf)
+    proc.observe("m", {}, 9.0, 1.0)  # out of order
+    proc.observe("m", {}, 11.0, 1.0)  # repeat of an accepted time? 11 > 10: accepted
+    proc.observe("m", {}, 11.0, 1.0)  # duplicate time: out of order
+    proc.observe("m", {}, 13.0, "x")
+    assert proc.dropped == {"non_finite": 2, "out_of_order": 2, "not_a_number": 1}
+    assert proc.states()[0].n == 2
+    assert _selftelemetry.dropped_counts()[("thresholds", "non_finite")] == 2
+
+
+def test_bands_and_scores_are_emitted_as_gauges(telemetry):
+    proc = ThresholdProcessor(
+        ThresholdConfig(model="robust", refit="inline", min_history=10), meter_provider=telemetry.meter_provider
+    )
+    for i, v in enumerate(_series(40)):
+        proc.observe(semconv.OTEL_LLM_SERVER_REQUESTS_WAITING, {"gen_ai.request.model": "tiny"}, float(i), float(v))
+    upper = telemetry.points(semconv.OTEL_LLM_THRESHOLD_UPPER)
+    lower = telemetry.points(semconv.OTEL_LLM_THRESHOLD_LOWER)
+    score = telemetry.points(semconv.OTEL_LLM_ANOMALY_SCORE)
+    assert len(upper) == len(lower) == len(score) == 1
+    attrs = dict(upper[0].attributes)
+    assert attrs["gen_ai.request.model"] == "tiny"
+    assert attrs[semconv.OTEL_LLM_METRIC] == semconv.OTEL_LLM_SERVER_REQUESTS_WAITING
+    assert attrs[semconv.OTEL_LLM_LEVEL] == 95.0
+    assert lower[0].value < upper[0].value
+    assert 0.0 <= score[0].value < 1.0
+
+
+def test_time_to_breach_alerts_before_a_saturating_series_hits_its_limit():
+    proc = _proc(model="robust", min_history=20, update_every=5, breach_horizon_s=120)
+    kv = semconv.OTEL_LLM_SERVER_KV_CACHE_UTILIZATION
+    rng = np.random.default_rng(0)
+    found = None
+    for i in range(200):
+        value = 0.3 + 0.004 * i + rng.normal(0, 0.002)
+        for d in proc.observe(kv, {"gen_ai.request.model": "tiny"}, float(i), value):
+            if d.kind == "predictive" and found is None:
+                found = (i, value, d)
+    assert found is not None
+    i, value, d = found
+    assert value < 1.0  # alerted before the limit
+    assert "forecast to reach its limit 1" in d.explanation
+    assert (1.0 - value) / 0.004 <= 120 + 20  # within the configured horizon (+ one refit of slack)
+
+
+def test_background_refit_is_off_the_hot_path_and_flushes():
+    proc = ThresholdProcessor(ThresholdConfig(model="auto_ets", min_history=30), emit_metrics=False)
+    try:
+        for i, v in enumerate(_series(64)):
+            proc.observe("m", {}, float(i), float(v))
+        assert proc.force_flush(10_000)
+        st = proc.states()[0]
+        assert st.band is not None and st.fits >= 1
+    finally:
+        proc.shutdown()
