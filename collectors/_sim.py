@@ -179,6 +179,7 @@ class SimulatedGpus:
         self.fields = tuple(fid for fid in wanted if self._supports(fid, sup, uns))
         self._gpus = [_Gpu(i, self._uuid(), self.spec, self._rng) for i in range(count)]
         self._fired: set[tuple[int, int]] = set()
+        self._cache: tuple[float, list[GpuSample]] | None = None
         self.last_collect_ok = True
 
     def _supports(self, fid: int, sup: frozenset[int], uns: frozenset[int]) -> bool:
@@ -357,11 +358,15 @@ class SimulatedGpus:
                 return []
             self.last_collect_ok = True
             now = self._last
-            return [
+            if self._cache is not None and self._cache[0] == now:
+                return list(self._cache[1])  # same instant, same reading (as DCGM's latest value)
+            samples = [
                 GpuSample(uuid=g.uuid, timestamp=now, fields=self._values(g, t), index=g.index, model=self.spec.name,
                           host=self.host, labels=self._labels(g))
                 for g in self._present(t)
             ]
+            self._cache = (now, samples)
+            return list(samples)
 
     def _labels(self, g: _Gpu) -> dict[str, str]:
         labels = {sc.HW_DRIVER_VERSION: self.driver_version, "pci_bus_id": self._pci(g.index),
