@@ -11,13 +11,19 @@
 
 from ._alertmanager import AlertmanagerExporter, DeliveryStats, default_queue_path
 from ._alerts import grafana_trace_url_template, incident_to_alert
+from ._grafana import GrafanaAnnotationExporter, GrafanaClient, GrafanaError, push_dashboards
 from ._http import HttpOptions, redact_url
+from ._otlp import DetectionMetricsExporter
 from ._promnames import DCGM, L, M, PromMetric, band_selector, gpu_series, prometheus_name
 
 __all__ = [
     "DCGM",
     "AlertmanagerExporter",
     "DeliveryStats",
+    "DetectionMetricsExporter",
+    "GrafanaAnnotationExporter",
+    "GrafanaClient",
+    "GrafanaError",
     "HttpOptions",
     "L",
     "M",
@@ -28,5 +34,6 @@ __all__ = [
     "grafana_trace_url_template",
     "incident_to_alert",
     "prometheus_name",
+    "push_dashboards",
     "redact_url",
 ]
