@@ -20,6 +20,9 @@ class ExpositionServer:
         outer = self
 
         class _Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True  # headers and body go out in two writes: avoid 40 ms delayed-ACK stalls
+            protocol_version = "HTTP/1.1"
+
             def do_GET(self) -> None:
                 if self.path.split("?", 1)[0] not in ("/metrics", "/"):
                     self.send_error(404, "only /metrics here")

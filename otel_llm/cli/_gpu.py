@@ -24,14 +24,20 @@ def _gpu_json(sample, tracker) -> dict:
     }
 
 
+_SHORT = {"sw_power_cap": "power cap", "sw_thermal_slowdown": "thermal", "hw_thermal_slowdown": "hw thermal",
+          "hw_slowdown": "hw slowdown", "hw_power_brake_slowdown": "power brake", "sync_boost": "sync boost",
+          "applications_clocks_setting": "app clocks", "display_clock_setting": "display"}
+
+
 def _table(tracker, source_name: str, failures: int):
     from rich.table import Table
 
     from otel_llm.collectors import F
 
-    table = Table(title=f"GPUs via {source_name}" + (f"  [red]{failures} failed poll(s)[/]" if failures else ""))
-    for col in ("GPU", "UUID", "Model", "Host", "Util", "Memory", "Power", "Temp", "SM clock", "Throttle", "XID",
-                "State"):
+    hosts = sorted({s.host for s in tracker.latest.values() if s.host})
+    title = f"GPUs via {source_name}" + (f" on {', '.join(hosts)}" if hosts else "")
+    table = Table(title=title + (f"  [red]{failures} failed poll(s)[/]" if failures else ""))
+    for col in ("GPU", "UUID", "Model", "Util", "Memory", "Power", "Temp", "SM clock", "Throttle", "XID", "State"):
         table.add_column(col, justify="right" if col in ("Util", "Power", "Temp", "SM clock") else "left")
     for key, s in sorted(tracker.latest.items(), key=lambda kv: (kv[1].index or 0, kv[0])):
         f = s.fields
@@ -39,11 +45,11 @@ def _table(tracker, source_name: str, failures: int):
         if total is None and used is not None and free is not None:
             total = used + free + f.get(F.FB_RESERVED, 0.0)
         mem = f"{used / 1024:.1f}/{total / 1024:.1f} GiB" if used is not None and total else "-"
-        reasons = sorted(tracker.throttle.get(key, ()) - {"gpu_idle"})
+        reasons = sorted(_SHORT.get(r, r) for r in tracker.throttle.get(key, ()) - {"gpu_idle"})
         state = tracker.state(key)
         color = {"ok": "green", "degraded": "yellow", "failed": "red"}[state]
         table.add_row(
-            str(s.index if s.index is not None else "?"), key[:20], s.model or "?", s.host or "?",
+            str(s.index if s.index is not None else "?"), key[:12], (s.model or "?").removeprefix("NVIDIA "),
             f"{f[F.GPU_UTIL]:.0f}%" if F.GPU_UTIL in f else "-", mem,
             f"{f[F.POWER_USAGE]:.1f} W" if F.POWER_USAGE in f else "-",
             f"{f[F.GPU_TEMP]:.0f} °C" if F.GPU_TEMP in f else "-",
@@ -51,7 +57,7 @@ def _table(tracker, source_name: str, failures: int):
             ", ".join(reasons) or "-", str(tracker.last_xid(key) or "-"), f"[{color}]{state}[/]",
         )
     for key, s in tracker.lost.items():
-        table.add_row(str(s.index), key[:20], s.model or "?", s.host or "?", *["-"] * 7, "[red]LOST[/]")
+        table.add_row(str(s.index), key[:12], (s.model or "?").removeprefix("NVIDIA "), *["-"] * 7, "[red]LOST[/]")
     return table
 
 
