@@ -33,6 +33,7 @@ def __getattr__(name: str):
         "Fault": "otel_llm.collectors._sim",
         "TelemetryDropout": "otel_llm.collectors._sim",
         "GpuMetrics": "otel_llm.collectors._metrics",
+        "start_gpu_metrics": "otel_llm.collectors._metrics",
         "ExpositionServer": "otel_llm.collectors._http",
         "parse_exposition": "otel_llm.collectors._exposition",
         "ParseStats": "otel_llm.collectors._exposition",
@@ -70,5 +71,6 @@ __all__ = [
     "parse_exposition",
     "primary_values",
     "sample_points",
+    "start_gpu_metrics",
     "throttle_reasons",
 ]

@@ -4,8 +4,8 @@ Parsing is done by ``prometheus_client.parser`` (the maintained reference
 parser). That parser raises on the first bad line; a scrape with one
 malformed line must still yield every good one, so on failure the text is
 re-parsed one sample line at a time and the bad lines are skipped and
-counted. Label spellings accepted: ``UUID``/``uuid``, ``Hostname``/
-``hostname``, ``modelName``, ``gpu``, MIG ``GPU_I_PROFILE``/``GPU_I_ID``,
+counted. Label spellings accepted (case-insensitive): ``UUID``/``uuid``/
+``gpu_uuid``, ``Hostname``/``hostname``/``host``, ``modelName``/``model_name``, ``gpu``, MIG ``GPU_I_PROFILE``/``GPU_I_ID``,
 Kubernetes ``pod``/``namespace``/``container`` (and 1.x ``pod_name``/
 ``pod_namespace``/``container_name``). Metric names: pre-4.6, DCGM 4.6 and
 1.x lower-case spellings, all mapped to the numeric field id.
@@ -110,7 +110,7 @@ def parse_exposition(text: str, *, timestamp: float | None = None, stats: ParseS
             stats.non_finite += 1
             continue
         low = {k.lower(): v for k, v in labels.items()}
-        uuid = low.get("uuid")
+        uuid = low.get("uuid") or low.get("gpu_uuid")
         if not uuid:
             stats.no_uuid += 1
             continue
@@ -126,8 +126,8 @@ def parse_exposition(text: str, *, timestamp: float | None = None, stats: ParseS
             entry = {
                 "fields": {},
                 "index": int(idx) if idx and idx.isdigit() else None,
-                "model": low.get("modelname") or None,
-                "host": low.get("hostname") or None,
+                "model": low.get("modelname") or low.get("model_name") or None,
+                "host": low.get("hostname") or low.get("host") or None,
                 "labels": ctx,
             }
             gpus[(uuid, mig)] = entry

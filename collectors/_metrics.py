@@ -60,6 +60,7 @@ class GpuMetrics:
         self.listeners = list(listeners or [])
         self._points: dict[str, list[tuple[dict, float]]] = {}
         self._lock = threading.Lock()
+        self._poll_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._shutdown = False
@@ -83,6 +84,10 @@ class GpuMetrics:
     # --------------------------------------------------------------- polling
     def poll(self) -> list[GpuSample]:
         """Collect once, update state, store and points. Never raises."""
+        with self._poll_lock:
+            return self._poll()
+
+    def _poll(self) -> list[GpuSample]:
         try:
             samples = self.collector.collect()
             ok = bool(getattr(self.collector, "last_collect_ok", True))
@@ -168,3 +173,30 @@ def _merge(points: Points, base: dict, extra: Points) -> None:
         bucket = points.setdefault(name, [])
         for attrs, value in pts:
             bucket.append(({**base, **attrs}, value))
+
+
+def start_gpu_metrics(
+    source: str | None = None,
+    *,
+    meter_provider=None,
+    interval_s: float | None = None,
+    store: GpuStateStore | None = None,
+    **collector_kwargs,
+) -> GpuMetrics | None:
+    """One call for servers: pick the source (``OTEL_LLM_GPU_SOURCE``, default ``auto``), start polling.
+
+    Returns the started :class:`GpuMetrics`, or None when ``auto`` finds no GPU
+    source (one log line says so) or the chosen source cannot start (logged
+    once with what to install/start; the host keeps running).
+    """
+    from otel_llm.collectors._auto import NullCollector, create_collector
+
+    try:
+        interval = env_float(ev.OTEL_LLM_GPU_POLL_INTERVAL, interval_s, _DEFAULT_INTERVAL_S, minimum=0.01)
+        collector = create_collector(source, interval_s=interval, **collector_kwargs)
+    except Exception as exc:  # configuration boundary: the host must start anyway
+        report_error("gpu.collector", exc)
+        return None
+    if isinstance(collector, NullCollector):
+        return None
+    return GpuMetrics(collector, meter_provider, interval, store=store).start()

@@ -30,7 +30,9 @@ from otel_llm._selftelemetry import report_dropped
 _logger = logging.getLogger("otel_llm.collectors")
 
 # XIDs after which the GPU needs a reset / is unusable vs. keeps working impaired.
-FAILED_XIDS = frozenset({64, 79, 95})
+# (79 "fallen off the bus" fails a GPU through its vanished series; a GPU that still reports
+# after an old XID 79 was reset and works, so the code alone does not fail it.)
+FAILED_XIDS = frozenset({64, 95})
 DEGRADED_XIDS = frozenset({48, 63, 74, 92, 94})
 XID_MEANING = {
     48: "double-bit ECC error", 63: "row remapping pending (ECC)", 64: "row remapping failure",

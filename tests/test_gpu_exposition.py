@@ -241,3 +241,14 @@ def test_http_error_status_counts_as_a_failed_scrape():
 def test_bad_url_is_rejected_at_construction():
     with pytest.raises(ValueError, match="http"):
         DcgmExporterCollector("localhost:9400/metrics")
+
+
+def test_more_label_spellings_and_renamed_clock_event_field():
+    text = ('DCGM_FI_DEV_CLOCKS_EVENT_REASONS{GPU="3",GPU_UUID="GPU-cccc",HOST="n3",MODEL_NAME="NVIDIA L4"} 36\n'
+            'DCGM_FI_DEV_CLOCK_THROTTLE_REASONS{gpu="4",uuid="GPU-dddd"} 4\n'
+            'DCGM_FI_DEV_GPU_TEMP_CELSIUS{gpu="4",uuid="GPU-dddd"} 88\n')
+    samples = {s.uuid: s for s in parse_exposition(text)}
+    c, d = samples["GPU-cccc"], samples["GPU-dddd"]
+    assert (c.index, c.host, c.model) == (3, "n3", "NVIDIA L4")
+    assert c.fields == {F.CLOCKS_EVENT_REASONS: 36}
+    assert d.fields == {F.CLOCKS_EVENT_REASONS: 4, F.GPU_TEMP: 88}

@@ -210,3 +210,29 @@ def test_interval_validation(monkeypatch):
     monkeypatch.setenv("OTEL_LLM_GPU_POLL_INTERVAL", "soon")
     with pytest.raises(ValueError, match="OTEL_LLM_GPU_POLL_INTERVAL"):
         GpuMetrics(Scripted([]))
+
+
+def test_start_gpu_metrics_one_call(telemetry, monkeypatch, tmp_path):
+    import time
+
+    from otel_llm.collectors import start_gpu_metrics
+
+    monkeypatch.setenv("DCGM_BINDINGS_PATH", str(tmp_path))
+    monkeypatch.setitem(__import__("sys").modules, "pynvml", None)
+    assert start_gpu_metrics("auto", meter_provider=telemetry.meter_provider) is None  # no source: off, no crash
+    assert start_gpu_metrics("nvml", meter_provider=telemetry.meter_provider) is None  # logged, host unaffected
+    m = start_gpu_metrics("sim", meter_provider=telemetry.meter_provider, interval_s=0.02, sim_gpus=2)
+    try:
+        deadline = time.time() + 2
+        while m.polls < 2 and time.time() < deadline:
+            time.sleep(0.01)
+    finally:
+        m.shutdown()
+    assert len({p.attributes[sc.HW_ID] for p in telemetry.points(sc.HW_STATUS)}) == 2
+
+
+def test_old_xid79_on_a_reporting_gpu_does_not_fail_it(telemetry):
+    m = GpuMetrics(Scripted([([_s(XID=79, GPU_TEMP=40)], True)]), telemetry.meter_provider, interval_s=1)
+    m.poll()
+    assert _value(telemetry, sc.HW_STATUS, **{sc.HW_STATE: "ok"}) == 1
+    assert _value(telemetry, sc.OTEL_LLM_GPU_XID_EVENTS, **{sc.OTEL_LLM_GPU_XID: 79}) == 1
