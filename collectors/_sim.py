@@ -7,7 +7,10 @@ dcgm-exporter text (:meth:`SimulatedGpus.to_exposition`, served over HTTP by
 
 Load: ``set_load(i, utilization, memory_used_bytes)`` or
 ``observe_request(i, duration_s)`` (busy time over a sliding window).
-Time: an injectable ``clock`` (the demo runs compressed time); noise is seeded.
+Time: an injectable ``clock`` (the demo runs compressed time); noise is seeded;
+temperature follows power with a first-order lag (``thermal_time_constant_s``,
+15 s by default: shorten it to make thermal faults bite sooner in a short demo).
+Reads within one instant return the same values (like DCGM's latest value).
 
 Faults (:class:`Fault`, times relative to the simulator's start), with the
 signatures real GPUs show:
@@ -161,9 +164,13 @@ class SimulatedGpus:
         k8s: dict[int, tuple[str, str, str]] | None = None,
         fields: Iterable[int] | None = None,
         request_window_s: float = 10.0,
+        thermal_time_constant_s: float = 15.0,
     ) -> None:
         if not 1 <= count <= 64:
             raise ValueError(f"count must be 1..64 GPUs, got {count}")
+        if thermal_time_constant_s <= 0 or request_window_s <= 0:
+            raise ValueError("thermal_time_constant_s and request_window_s must be > 0")
+        self._tau = thermal_time_constant_s
         self.spec = get_spec(model)
         self.faults = [f if isinstance(f, Fault) else Fault.parse(f) for f in faults]
         self._rng = random.Random(seed)
@@ -258,7 +265,7 @@ class SimulatedGpus:
             s.power_limit_w - s.idle_power_w)
         if thermal:
             target = s.slowdown_temp_c + 6.0  # cooling failure: heads past slowdown
-        g.temp += (target - g.temp) * (1.0 - math.exp(-dt / 15.0))
+        g.temp += (target - g.temp) * (1.0 - math.exp(-dt / self._tau))
         g.mem_temp = g.temp + 4.0
         if g.temp >= s.slowdown_temp_c:
             clock = max(float(s.sm_clock_idle_mhz), min(clock, s.sm_clock_max_mhz * 0.55))
