@@ -92,6 +92,8 @@ def parse_exposition(text: str, *, timestamp: float | None = None, stats: ParseS
     in ``stats``. Absent fields are absent from ``fields`` (never 0).
     """
     stats = stats if stats is not None else ParseStats()
+    if text.startswith("\ufeff"):
+        text = text[1:]  # a UTF-8 byte-order mark is not a malformed line
     ts = time.time() if timestamp is None else timestamp
     stats.lines += text.count("\n") + (0 if text.endswith("\n") or not text else 1)
     gpus: dict[tuple[str, str | None], dict] = {}

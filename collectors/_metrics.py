@@ -6,7 +6,6 @@ import atexit
 import logging
 import os
 import threading
-import time
 import weakref
 from collections.abc import Callable
 
@@ -91,7 +90,7 @@ class GpuMetrics:
         try:
             samples = self.collector.collect()
             ok = bool(getattr(self.collector, "last_collect_ok", True))
-            events = self.tracker.update(samples, ok=ok, now=time.time())
+            events = self.tracker.update(samples, ok=ok)
             points: dict[str, list[tuple[dict, float]]] = {}
             if ok:
                 for s in self.tracker.latest.values():

@@ -13,12 +13,13 @@
 * **health** -- ``hw.state`` ok / degraded / failed from loss, XIDs, row-remap
   and ECC fields; and the active throttle reasons.
 
-It is pure bookkeeping (no I/O, no clock of its own), bounded by ``max_gpus``.
+It is pure bookkeeping (no I/O; times come from the samples), bounded by ``max_gpus``.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -83,7 +84,7 @@ class GpuTracker:
     def update(self, samples: list[GpuSample], ok: bool = True, now: float | None = None) -> list[GpuEvent]:
         """Fold one poll in; return the events it revealed. Never raises for odd data."""
         events: list[GpuEvent] = []
-        ts = now if now is not None else max((s.timestamp for s in samples), default=0.0)
+        ts = now if now is not None else max((s.timestamp for s in samples), default=None) or time.time()
         seen: set[str] = set()
         for s in samples:
             key = s.key
@@ -107,7 +108,7 @@ class GpuTracker:
                 self.lost[key] = last
                 self.lost_counts[key] += 1
                 self.throttle.pop(key, None)
-                events.append(GpuEvent(ts or last.timestamp, key, "lost", {"model": last.model, "host": last.host}))
+                events.append(GpuEvent(ts, key, "lost", {"model": last.model, "host": last.host}))
                 _logger.warning(
                     "GPU %s (%s, index %s on %s) disappeared: its series vanished while the source answered "
                     "(XID 79 'fallen off the bus', a driver reset, or the GPU was removed)",
