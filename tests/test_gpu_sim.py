@@ -300,3 +300,24 @@ def test_bad_configuration_is_rejected():
         SimulatedGpus(0)
     f = Fault.parse("thermal:all@30+120")
     assert (f.kind, f.gpu, f.start_s, f.duration_s) == ("thermal", None, 30.0, 120.0)
+
+
+def test_xid79_over_http_reaches_otel_as_a_failed_gpu(telemetry):
+    from otel_llm.collectors import GpuMetrics, GpuStateStore
+
+    from otel_llm import semconv as sc
+
+    sim, clock = _sim(2, "H100", faults=["xid79:1@20", "thermal:0@0"])
+    store = GpuStateStore()
+    with sim.serve() as server:
+        m = GpuMetrics(DcgmExporterCollector(server.url), telemetry.meter_provider, interval_s=1, store=store)
+        for _ in range(12):
+            clock.advance(5)
+            m.poll()
+        m.shutdown()
+    status = {(p.attributes[sc.HW_ID], p.attributes[sc.HW_STATE]): p.value for p in telemetry.points(sc.HW_STATUS)}
+    assert status[(sim.uuids[1], "failed")] == 1 and status[(sim.uuids[0], "ok")] == 1
+    assert [e.kind for e in store.events(sim.uuids[1])] == ["lost"]
+    assert "throttle_start" in [e.kind for e in store.events(sim.uuids[0])]
+    t_lost = store.events(sim.uuids[1])[0].timestamp
+    assert store.at(sim.uuids[1], t_lost).timestamp < t_lost  # the last sample before it vanished
