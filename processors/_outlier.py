@@ -114,7 +114,8 @@ class OutlierDetector:
         q75, q25 = np.percentile(L, [75, 25], axis=0)
         spread = (q75 - q25) / 1.349
         std = L.std(axis=0)
-        self.scale_ = np.where(spread > 1e-12, spread, np.where(std > 1e-12, std, 1.0))
+        # a column constant in training: any change is far out (1% of log scale = 1 sigma)
+        self.scale_ = np.where(spread > 1e-12, spread, np.where(std > 1e-12, std, 0.01))
         Z = (L - self.center_) / self.scale_
         model = _make(self.detector, self.contamination, self.random_state)
         model.fit(Z)
@@ -122,6 +123,7 @@ class OutlierDetector:
         train = np.asarray(model.decision_scores_, dtype=float)
         self.train_scores_ = np.sort(train)
         self.sorted_columns_ = np.sort(Z, axis=0)
+        self.train_maxz_ = np.sort(np.max(np.abs(Z), axis=1))
         self.threshold_ = 1.0 - self.contamination
         return self
 
@@ -135,9 +137,19 @@ class OutlierDetector:
             return np.asarray(self.model_.decision_function(Z), dtype=float)
 
     def score(self, X) -> np.ndarray:
-        """Calibrated scores in [0, 1]: the share of training rows scoring lower."""
+        """Calibrated scores in [0, 1]: the share of training rows scoring lower.
+
+        The larger of two calibrations: the PyOD detector's raw score, and the
+        row's largest per-feature robust |z| (a guard: multivariate detectors
+        such as ECOD sum evidence over all features, so one feature far out of
+        range in an otherwise normal row can stay under their threshold).
+        """
+        X = np.atleast_2d(np.asarray(X, dtype=float))
         raw = self.decision_function(X)
-        return np.searchsorted(self.train_scores_, raw, side="left") / float(self.train_scores_.size)
+        cal = np.searchsorted(self.train_scores_, raw, side="left") / float(self.train_scores_.size)
+        maxz = np.max(np.abs(self._transform(X)), axis=1)
+        guard = np.searchsorted(self.train_maxz_, maxz, side="left") / float(self.train_maxz_.size)
+        return np.maximum(cal, guard)
 
     def predict(self, X) -> np.ndarray:
         return (self.score(X) >= self.threshold_).astype(int)

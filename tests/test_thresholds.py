@@ -6,12 +6,12 @@ import math
 
 import numpy as np
 import pytest
-
-from otel_llm import _selftelemetry, semconv
 from otel_llm.processors import _forecast
 from otel_llm.processors._alarm import CLOSED, NONE, OPENED, AlarmPolicy, AlarmRule
 from otel_llm.processors._forecast import VALID_MODELS, BandForecaster, check_levels, forecast
 from otel_llm.processors._thresholds import ThresholdConfig, ThresholdProcessor, is_heavy_tailed
+
+from otel_llm import _selftelemetry, semconv
 
 
 @pytest.fixture(autouse=True)

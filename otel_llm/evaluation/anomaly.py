@@ -31,9 +31,13 @@ VALID_ALARM_MODES = ("onset", "active")
 
 def default_threshold_config():
     """The shipped defaults (chosen by reasoning and a held-out split; see docs/processors.md)."""
+    from otel_llm.processors._alarm import AlarmPolicy
     from otel_llm.processors._thresholds import ThresholdConfig
 
-    return ThresholdConfig(refit="inline")
+    # Rolling-quantile band, linear scale, alarm at 4.5 band-sigmas: the best of the
+    # configurations tried on the tuning half of the dev set (AutoETS bands were
+    # 15-20 NAB points lower there); see docs/processors.md for both halves.
+    return ThresholdConfig(refit="inline", model="robust", log_scale="off", policy=AlarmPolicy(threshold=4.5))
 
 
 def run_threshold(series: NabSeries, config=None, alarm_mode: str = "onset") -> tuple[list[float], list[int]]:

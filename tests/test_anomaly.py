@@ -1,0 +1,237 @@
+"""PyOD over requests: estimator contract, quality floor, attribution, rate aggregation, SDK processor."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from otel_llm import semconv
+from otel_llm.processors._anomaly import RequestAnomalyProcessor
+from otel_llm.processors._features import FEATURES, request_features
+from otel_llm.processors._outlier import VALID_DETECTORS, OutlierDetector
+from otel_llm.processors._sdk import DetectorSpanProcessor, SpanSeriesFeed
+from otel_llm.processors._spans import KIND_SERVER, SpanRecord
+from otel_llm.processors._stream import DetectionStream
+from otel_llm.processors._thresholds import ThresholdConfig, ThresholdProcessor
+
+TPOT = FEATURES.index("tpot")
+
+
+def _rows(n, rng):
+    X = np.full((n, len(FEATURES)), np.nan)
+    X[:, 1] = rng.lognormal(np.log(0.05), 0.3, n)  # ttft
+    X[:, 2] = rng.lognormal(np.log(0.02), 0.2, n)  # tpot
+    X[:, 3] = X[:, 2] * rng.lognormal(0.5, 0.2, n)  # gap p99
+    X[:, 4] = X[:, 3] * 1.2  # gap max
+    X[:, 5] = rng.integers(10, 500, n)
+    X[:, 6] = rng.integers(16, 256, n)
+    X[:, 7] = rng.lognormal(np.log(0.005), 0.5, n)
+    X[:, 0] = X[:, 1] + X[:, 2] * X[:, 6] + X[:, 7]
+    return X
+
+
+def _anomalies(n, rng):
+    X = _rows(n, rng)
+    X[:, TPOT] *= 5  # stalled decode
+    X[:, 3] = X[:, TPOT] * 1.6
+    X[:, 4] = X[:, 3] * 1.2
+    X[:, 0] = X[:, 1] + X[:, TPOT] * X[:, 6] + X[:, 7]
+    return X
+
+
+@pytest.mark.parametrize("name", VALID_DETECTORS)
+def test_estimator_contract_ranges_and_quality_floor(name):
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    train, normal, bad = _rows(400, rng), _rows(100, rng), _anomalies(10, rng)
+    det = OutlierDetector(name, 0.02, feature_names=FEATURES)
+    assert not [k for k in vars(det) if k.endswith("_") and not k.startswith("_")]  # nothing learned yet
+    assert det.fit(train) is det
+    assert det.features_in_ == FEATURES[:8]  # GPU columns absent -> left out
+    X = np.vstack([normal, bad])
+    before = det.train_scores_.copy()
+    s1 = det.score(X)
+    s2 = det.score(X)
+    np.testing.assert_array_equal(s1, s2)  # scoring is pure
+    np.testing.assert_array_equal(before, det.train_scores_)
+    # each row's score is its own (not a function of the batch)
+    assert det.score(X[-1:])[0] == pytest.approx(s1[-1])
+    assert s1.shape == (110,) and np.all((s1 >= 0) & (s1 <= 1))
+    assert set(np.unique(det.predict(X))) <= {0, 1}
+    auc = roc_auc_score(np.r_[np.zeros(100), np.ones(10)], s1)
+    assert auc >= 0.8, f"{name}: AUC {auc:.3f} below the 0.8 floor"
+
+
+def test_bad_names_and_settings_list_valid_choices():
+    with pytest.raises(ValueError, match="ecod, iforest, hbos, copod, loda"):
+        OutlierDetector("knn")
+    with pytest.raises(ValueError, match="contamination"):
+        OutlierDetector("ecod", contamination=0.9)
+    with pytest.raises(ValueError, match="ecod, iforest, hbos, copod, loda"):
+        RequestAnomalyProcessor("lof", emit_metrics=False, refit="inline")
+
+
+@pytest.mark.parametrize("feature", ["tpot", "queue_time", "input_tokens"])
+def test_attribution_names_the_perturbed_feature(feature):
+    rng = np.random.default_rng(1)
+    det = OutlierDetector("ecod", 0.02, feature_names=FEATURES).fit(_rows(500, rng))
+    row = _rows(1, rng)[0]
+    j = FEATURES.index(feature)
+    row[j] = row[j] * 40 + 5000 if feature == "input_tokens" else row[j] * 40
+    assert det.score([row])[0] >= det.threshold_
+    contributions = det.explain(row)
+    assert next(iter(contributions)) == feature
+    assert sum(contributions.values()) == pytest.approx(1.0, abs=1e-3)
+    assert det.deviation(row)[feature] > 3
+
+
+# ------------------------------------------------------------ the processor
+def _span(i, rng, *, tpot_factor=1.0, t0=1_000.0, gpu=None, model="tiny"):
+    tpot = float(rng.lognormal(np.log(0.02), 0.2)) * tpot_factor
+    ttft = float(rng.lognormal(np.log(0.05), 0.3))
+    out = int(rng.integers(16, 64))
+    attrs = {
+        semconv.GEN_AI_OPERATION_NAME: "chat", semconv.GEN_AI_REQUEST_MODEL: model,
+        semconv.OTEL_LLM_TTFT: ttft, semconv.OTEL_LLM_TPOT: tpot, semconv.OTEL_LLM_GAP_P99: tpot * 1.5,
+        semconv.OTEL_LLM_GAP_MAX: tpot * 2, semconv.GEN_AI_USAGE_INPUT_TOKENS: int(rng.integers(10, 200)),
+        semconv.GEN_AI_USAGE_OUTPUT_TOKENS: out, semconv.OTEL_LLM_QUEUE_TIME: float(rng.lognormal(np.log(0.003), 0.3)),
+    }
+    if gpu:
+        attrs[semconv.OTEL_LLM_GPU_UUIDS] = (gpu,)
+    start = t0 + i * 0.5
+    return SpanRecord(f"{i:032x}", f"{i:016x}", None, "chat tiny", "llm", start, start + ttft + tpot * out,
+                      kind=KIND_SERVER, attributes=attrs)
+
+
+def test_one_outlier_does_not_page_but_a_burst_does():
+    rng = np.random.default_rng(2)
+    stream = DetectionStream()
+    sub = stream.subscribe()
+    proc = RequestAnomalyProcessor("ecod", 0.02, refit="inline", min_fit=100, rate_window_s=30, rate_threshold=0.2,
+                                   min_anomalies=3, stream=stream, emit_metrics=False)
+    dets = []
+    for i in range(200):
+        dets += proc.observe(_span(i, rng))
+    assert proc.model is not None
+    one = proc.score_span(_span(200, rng, tpot_factor=8), learn=False)
+    assert one is not None and one.anomalous and "tpot" in one.explanation
+    dets += proc.observe(_span(201, rng, tpot_factor=8))
+    assert [d for d in dets if d.active] == []  # one abnormal request: no page
+    for i in range(202, 222):
+        dets += proc.observe(_span(i, rng, tpot_factor=8 if i % 2 else 1))
+    opened = [d for d in dets if d.kind == "anomaly" and d.active]
+    assert len(opened) == 1
+    d = opened[0]
+    assert d.series == 'otel_llm.anomaly.requests{gen_ai.request.model="tiny",service.name="llm"}'
+    assert next(iter(d.contributions)) in {"tpot", "gap_p99", "gap_max", "duration"}
+    assert "tpot" in d.explanation and d.trace_ids and all(len(t) == 32 for t in d.trace_ids)
+    assert 0 < d.score <= 1
+    assert d in sub.drain()
+
+
+def test_gpu_state_lookup_adds_gpu_features_and_a_throttled_gpu_is_named():
+    from collectors._model import GpuSample
+
+    calls = []
+
+    def gpu_state(uuid, t):
+        calls.append((uuid, t))
+        throttled = t > 1_000.0 + 150 * 0.5
+        return GpuSample(uuid, t, {1002: 0.6, 203: 80.0, 252: 10_000.0, 155: 300.0, 150: 65.0,
+                                   112: 0x40 if throttled else 0x0})
+
+    rng = np.random.default_rng(4)
+    span = _span(0, rng, gpu="GPU-1")
+    row = request_features(span, gpu_state)
+    assert calls == [("GPU-1", span.end)]
+    assert row["gpu_throttle"] == 0.0 and row["gpu_power"] == 300.0 and row["gpu_sm_active"] == 0.6
+    assert math.isnan(request_features(_span(0, rng))["gpu_power"])
+    proc = RequestAnomalyProcessor("ecod", 0.02, refit="inline", min_fit=100, gpu_state=gpu_state,
+                                   emit_metrics=False)
+    for i in range(150):
+        proc.observe(_span(i, rng, gpu="GPU-1"))
+    res = proc.score_span(_span(151, rng, gpu="GPU-1"), learn=False)
+    assert res is not None and res.anomalous
+    assert next(iter(res.contributions)) == "gpu_throttle"
+
+
+def test_sdk_span_processor_runs_off_the_host_thread(telemetry):
+    from opentelemetry.trace import SpanKind
+
+    stream = DetectionStream()
+    anomaly = RequestAnomalyProcessor("hbos", 0.05, refit="inline", min_fit=30, stream=stream, emit_metrics=False)
+    thresholds = ThresholdProcessor(ThresholdConfig(model="robust", refit="inline", min_history=5), stream=stream,
+                                    emit_metrics=False)
+    feed = SpanSeriesFeed(thresholds, interval_s=1.0)
+    sp = DetectorSpanProcessor(anomaly, feed, max_queue_size=1000)
+    telemetry.tracer_provider.add_span_processor(sp)
+    tracer = telemetry.tracer_provider.get_tracer("test")
+    rng = np.random.default_rng(5)
+    t0 = 1_700_000_000 * 10**9
+    for i in range(60):
+        start = t0 + i * 250_000_000
+        span = tracer.start_span("chat tiny", kind=SpanKind.SERVER, start_time=start, attributes={
+            semconv.GEN_AI_OPERATION_NAME: "chat", semconv.GEN_AI_REQUEST_MODEL: "tiny",
+            semconv.OTEL_LLM_TTFT: float(rng.lognormal(np.log(0.05), 0.2)),
+            semconv.OTEL_LLM_TPOT: float(rng.lognormal(np.log(0.02), 0.2)),
+            semconv.GEN_AI_USAGE_OUTPUT_TOKENS: 32,
+        })
+        span.end(end_time=start + 100_000_000)
+        with tracer.start_as_current_span("not a request"):
+            pass
+    assert sp.force_flush(10_000)
+    assert sp.processed == 60 and sp.dropped == 0
+    assert anomaly.scored > 0
+    keys = {s.key for s in thresholds.states()}
+    assert ('gen_ai.server.time_to_first_token{gen_ai.request.model="tiny",otel_llm.statistic="p95",'
+            'service.name="otel-llm-test"}') in keys
+    sp.shutdown()
+
+
+def test_a_full_queue_drops_and_counts_instead_of_blocking():
+    import threading
+
+    gate = threading.Event()
+
+    class Slow:
+        def observe(self, record):
+            gate.wait(5)
+
+    sp = DetectorSpanProcessor(Slow(), max_queue_size=2)
+
+    class FakeSpan:
+        attributes = {semconv.GEN_AI_OPERATION_NAME: "chat"}
+
+    from unittest import mock
+
+    with mock.patch("otel_llm.processors._sdk.from_readable_span", lambda s: s):
+        for _ in range(10):
+            sp.on_end(FakeSpan())
+    assert sp.dropped >= 7
+    gate.set()
+    assert sp.force_flush(5_000)
+    sp.shutdown()
+
+
+def test_detection_stream_is_bounded_and_survives_bad_subscribers():
+    from otel_llm.processors._model import Detection
+
+    stream = DetectionStream(history=3)
+    small = stream.subscribe(maxsize=2)
+    got = []
+
+    def bad(d):
+        got.append(d)
+        raise RuntimeError("exporter down")
+
+    cb = stream.subscribe(bad)
+    dets = [Detection("threshold", f"s{i}", float(i)) for i in range(5)]
+    stream.publish(dets)
+    assert [d.series for d in small.drain()] == ["s3", "s4"] and small.dropped == 3
+    assert cb.flush(2.0)
+    assert len(got) == 5
+    assert [d.series for d in stream.recent()] == ["s2", "s3", "s4"]
+    stream.close()
