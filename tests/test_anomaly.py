@@ -6,8 +6,6 @@ import math
 
 import numpy as np
 import pytest
-
-from otel_llm import semconv
 from otel_llm.processors._anomaly import RequestAnomalyProcessor
 from otel_llm.processors._features import FEATURES, request_features
 from otel_llm.processors._outlier import VALID_DETECTORS, OutlierDetector
@@ -15,6 +13,8 @@ from otel_llm.processors._sdk import DetectorSpanProcessor, SpanSeriesFeed
 from otel_llm.processors._spans import KIND_SERVER, SpanRecord
 from otel_llm.processors._stream import DetectionStream
 from otel_llm.processors._thresholds import ThresholdConfig, ThresholdProcessor
+
+from otel_llm import semconv
 
 TPOT = FEATURES.index("tpot")
 
