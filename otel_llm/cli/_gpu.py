@@ -64,9 +64,9 @@ def _table(tracker, source_name: str, failures: int):
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:
     @app.command("gpu")
     def gpu(
-        source: str = typer.Option(None, "--source", help=_SOURCE_HELP),
-        url: str = typer.Option(None, "--url", help="dcgm-exporter metrics URL (default http://localhost:9400/metrics)"),
-        hostengine: str = typer.Option(None, "--hostengine", help="nv-hostengine host:port, or 'embedded'"),
+        source: str | None = typer.Option(None, "--source", help=_SOURCE_HELP),
+        url: str | None = typer.Option(None, "--url", help="dcgm-exporter metrics URL (default http://localhost:9400/metrics)"),
+        hostengine: str | None = typer.Option(None, "--hostengine", help="nv-hostengine host:port, or 'embedded'"),
         interval: float = typer.Option(2.0, "--interval", min=0.05, help="Seconds between polls"),
         once: bool = typer.Option(False, "--once", help="Poll once and exit"),
         json_out: bool = typer.Option(False, "--json", help="JSON instead of a table (one object per poll)"),
