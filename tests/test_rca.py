@@ -9,7 +9,7 @@ from otel_llm.processors import Detection, Incident, RootCauseCandidate, SpanRec
 from otel_llm.processors._model import ExportResult
 from otel_llm.processors.rca import (
     BaselineStore,
-    GpuEvent,
+    GpuAnomaly,
     RcaProcessor,
     TraceAssembler,
     generate_case,
@@ -220,7 +220,7 @@ def test_slow_downstream_retrieval_is_ranked_first():
 
 def test_gpu_fault_is_ranked_first_with_a_gpu_event():
     spans, start, end = _traffic(slow_decode=3.0)
-    events = [GpuEvent(GPU, start, end, "hardware thermal slowdown", 1.0)]
+    events = [GpuAnomaly(GPU, start, end, "hardware thermal slowdown", 1.0)]
     cands = rank_window(spans, start, end, gpu_events=events)
     assert cands[0].kind == "gpu" and cands[0].name == GPU and cands[0].service == "llm-server"
     assert cands[1].name == "llm-server:decode"  # the stage it explains comes next

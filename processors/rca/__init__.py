@@ -17,10 +17,10 @@ Imports numpy (baselines); import it only where RCA runs.
 
 from ._assembly import AssembledTrace, AssemblyStats, TraceAssembler, group_by_trace
 from ._baseline import BaselineStore, Stats
-from ._gpu import events_from_detections, events_from_samples
+from ._gpu import events_from_detections, events_from_samples, events_from_store
 from ._offline import rank_summaries, rank_window
 from ._processor import RcaProcessor
-from ._rank import GpuEvent, rank
+from ._rank import GpuAnomaly, rank
 from ._synthetic import FAULTS, SyntheticCase, generate_case
 from ._trace import Contribution, TraceSummary, stage_of, summarize
 
@@ -34,8 +34,8 @@ def __getattr__(name: str):  # the SDK adapter pulls in opentelemetry-sdk: load 
 
 
 __all__ = [
-    "FAULTS", "AssembledTrace", "AssemblyStats", "BaselineStore", "Contribution", "GpuEvent", "RcaProcessor",
+    "FAULTS", "AssembledTrace", "AssemblyStats", "BaselineStore", "Contribution", "GpuAnomaly", "RcaProcessor",
     "RcaSpanProcessor", "Stats", "SyntheticCase", "TraceAssembler", "TraceSummary", "events_from_detections",
-    "events_from_samples", "generate_case", "group_by_trace", "rank", "rank_summaries", "rank_window",
+    "events_from_samples", "events_from_store", "generate_case", "group_by_trace", "rank", "rank_summaries", "rank_window",
     "stage_of", "summarize",
 ]

@@ -16,7 +16,7 @@ from otel_llm.processors._model import Detection
 
 from otel_llm import semconv
 
-from ._rank import GpuEvent
+from ._rank import GpuAnomaly
 
 # DCGM field ids (stable numeric ids; names changed in DCGM 4.6).
 FI_CLOCK_THROTTLE_REASONS = 112
@@ -49,7 +49,7 @@ def _uuid_of(detection: Detection) -> str | None:
     return None
 
 
-def events_from_detections(detections: Iterable[Detection]) -> list[GpuEvent]:
+def events_from_detections(detections: Iterable[Detection]) -> list[GpuAnomaly]:
     """GPU events from Detections that name a GPU (any detector kind)."""
     out = []
     for d in detections:
@@ -57,11 +57,11 @@ def events_from_detections(detections: Iterable[Detection]) -> list[GpuEvent]:
         if uuid is None:
             continue
         reason = d.explanation or (f"{d.metric} abnormal" if d.metric else f"{d.kind} detection")
-        out.append(GpuEvent(uuid, d.start, d.end, reason[:160], max(0.1, min(1.0, d.score or 0.5))))
+        out.append(GpuAnomaly(uuid, d.start, d.end, reason[:160], max(0.1, min(1.0, d.score or 0.5))))
     return out
 
 
-def events_from_samples(samples: Iterable[Any]) -> list[GpuEvent]:
+def events_from_samples(samples: Iterable[Any]) -> list[GpuAnomaly]:
     """GPU events from :class:`~otel_llm.collectors.GpuSample`-like objects
     (``uuid``, ``timestamp``, ``fields`` keyed by DCGM field id)."""
     out = []
@@ -81,5 +81,37 @@ def events_from_samples(samples: Iterable[Any]) -> list[GpuEvent]:
         if getattr(s, "labels", {}).get("lost") in ("1", "true") or fields.get(-1):
             reasons.append("GPU lost")
         for reason in reasons:
-            out.append(GpuEvent(s.uuid, s.timestamp, s.timestamp, reason, 1.0))
+            out.append(GpuAnomaly(s.uuid, s.timestamp, s.timestamp, reason, 1.0))
+    return out
+
+
+_STORE_KINDS = {"lost": "GPU lost (fell off the bus or was reset)", "xid": "XID {xid}: {meaning}",
+                "throttle_start": "clock throttling ({reasons})"}
+
+
+def events_from_store(store: Any, uuids: Iterable[str], start: float, end: float) -> list[GpuAnomaly]:
+    """GPU anomalies from a :class:`~otel_llm.collectors.GpuStateStore` (its
+    ``events(uuid, t0, t1)`` and ``window(uuid, t0, t1)``) for the GPUs the
+    window's spans ran on."""
+    out: list[GpuAnomaly] = []
+    for uuid in uuids:
+        if hasattr(store, "events"):
+            for e in store.events(uuid, start, end):
+                template = _STORE_KINDS.get(getattr(e, "kind", ""))
+                if template is None:
+                    continue
+                attrs = dict(getattr(e, "attributes", {}) or {})
+                attrs.setdefault("xid", "?")
+                attrs.setdefault("meaning", "")
+                reasons = attrs.get("reasons") or ()
+                attrs["reasons"] = ", ".join(reasons) if not isinstance(reasons, str) else reasons
+                try:
+                    reason = template.format(**attrs)
+                except (KeyError, IndexError, ValueError):
+                    reason = e.kind
+                out.append(GpuAnomaly(uuid, e.timestamp, e.timestamp, reason.rstrip(": "), 1.0))
+        if hasattr(store, "window"):
+            out += events_from_samples(store.window(uuid, start, end))
+        elif hasattr(store, "at"):
+            out += events_from_samples(s for s in (store.at(uuid, t) for t in (start, end)) if s is not None)
     return out

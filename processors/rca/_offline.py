@@ -10,10 +10,10 @@ from otel_llm.processors._spans import SpanRecord
 
 from ._assembly import group_by_trace
 from ._baseline import BaselineStore
-from ._rank import GpuEvent, rank
+from ._rank import GpuAnomaly, rank
 from ._trace import TraceSummary, summarize
 
-_MAX_REFERENCE = 2000
+_MAX_REFERENCE = 500
 
 
 def rank_window(
@@ -21,7 +21,7 @@ def rank_window(
     start: float,
     end: float,
     *,
-    gpu_events: Iterable[GpuEvent] = (),
+    gpu_events: Iterable[GpuAnomaly] = (),
     max_candidates: int = 10,
     seed: int = 0,
 ) -> list[RootCauseCandidate]:
@@ -41,7 +41,7 @@ def rank_summaries(
     window: Sequence[TraceSummary],
     normal: Sequence[TraceSummary],
     *,
-    gpu_events: Iterable[GpuEvent] = (),
+    gpu_events: Iterable[GpuAnomaly] = (),
     max_candidates: int = 10,
     seed: int = 0,
 ) -> list[RootCauseCandidate]:

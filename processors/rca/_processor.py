@@ -36,8 +36,8 @@ from ._assembly import (
     TraceAssembler,
 )
 from ._baseline import DEFAULT_WINDOW, BaselineStore
-from ._gpu import events_from_detections, events_from_samples
-from ._rank import DEFAULT_K, GpuEvent, _abnormal, _trace_deviations, rank
+from ._gpu import events_from_detections, events_from_samples, events_from_store
+from ._rank import DEFAULT_K, GpuAnomaly, _abnormal, _trace_deviations, rank
 from ._trace import TraceSummary, summarize
 
 _logger = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class RcaProcessor:
         detect_window_s: float = 30.0,
         min_abnormal: int = 5,
         abnormal_fraction: float = 0.2,
+        warmup_traces: int = 50,
         lookback_s: float = 30.0,
         rerank_interval_s: float = 10.0,
         resolve_after_s: float = 60.0,
@@ -82,6 +83,8 @@ class RcaProcessor:
         self.detect_window_s = detect_window_s
         self.min_abnormal = min_abnormal
         self.abnormal_fraction = abnormal_fraction
+        self.warmup_traces = warmup_traces
+        self._normal_rate: dict[tuple[str, str], deque[tuple[float, bool]]] = {}
         self.lookback_s = lookback_s
         self.rerank_interval_s = rerank_interval_s
         self.resolve_after_s = resolve_after_s
@@ -93,11 +96,11 @@ class RcaProcessor:
         self.closed: deque[Incident] = deque(maxlen=100)
         self._lock = threading.Lock()
         self._pending: list[Detection] = []
-        self._gpu_events: deque[GpuEvent] = deque(maxlen=10_000)
+        self._gpu_events: deque[GpuAnomaly] = deque(maxlen=10_000)
         self._last_rank = 0.0
         self._last_abnormal = 0.0
         self._last_trigger = 0.0
-        self._recent: deque[tuple[float, tuple[str, str], bool]] = deque(maxlen=100_000)
+        self._recent: deque[tuple[float, tuple[str, str], bool, float]] = deque(maxlen=100_000)
         self._issues: dict[str, int] = {}
 
     # ---- input -----------------------------------------------------------
@@ -109,7 +112,11 @@ class RcaProcessor:
             self._pending.extend(detections)
 
     def on_gpu_samples(self, samples: Iterable[Any]) -> None:
+        """GPU samples (``GpuSample``-like): throttling, XID, ECC, lost become GPU evidence."""
         self._gpu_events.extend(events_from_samples(samples))
+
+    def add_gpu_anomalies(self, anomalies: Iterable[GpuAnomaly]) -> None:
+        self._gpu_events.extend(anomalies)
 
     @property
     def issues(self) -> dict[str, int]:
@@ -171,11 +178,18 @@ class RcaProcessor:
         for key, n in summary.issues.items():
             self._issues[key] = self._issues.get(key, 0) + n
         abnormal = False
-        if self.baselines.root(summary.root_key) is not None:
+        root = self.baselines.root(summary.root_key)
+        if root is not None and root.count >= self.warmup_traces:
             slow, err = _abnormal(summary, _trace_deviations(summary, self.baselines, DEFAULT_K), self.baselines,
                                   DEFAULT_K)
             abnormal = slow or err
-        self._recent.append((now, summary.root_key, abnormal))
+            if not self.baselines.frozen:  # how often "abnormal" happens in normal times, per root
+                rate = self._normal_rate.get(summary.root_key)
+                if rate is None and len(self._normal_rate) < 10_000:
+                    rate = self._normal_rate[summary.root_key] = deque(maxlen=1000)
+                if rate is not None:
+                    rate.append((now, abnormal))
+        self._recent.append((now, summary.root_key, abnormal, summary.start))
         self.history.append(summary)
         self.baselines.learn(summary)
 
@@ -188,20 +202,26 @@ class RcaProcessor:
             self._recent.popleft()
 
     def _detect(self, now: float) -> list[Detection]:
-        totals: dict[tuple[str, str], list[int]] = {}
-        for _, key, abnormal in self._recent:
-            t = totals.setdefault(key, [0, 0])
+        totals: dict[tuple[str, str], list[float]] = {}
+        for _, key, abnormal, start in self._recent:
+            t = totals.setdefault(key, [0, 0, float("inf")])
             t[0] += 1
-            t[1] += abnormal
+            if abnormal:
+                t[1] += 1
+                t[2] = min(t[2], start)
         out = []
-        for (svc, op), (n, bad) in totals.items():
-            if bad >= self.min_abnormal and bad / n >= self.abnormal_fraction:
+        for (svc, op), (n, bad, first) in totals.items():
+            # The normal rate excludes the detection window itself (that is what is judged).
+            old = [a for t, a in self._normal_rate.get((svc, op), ()) if t < now - self.detect_window_s]
+            base = sum(old) / len(old) if old else 0.0
+            # Far above both the configured fraction and what normal traffic shows.
+            if bad >= self.min_abnormal and bad / n >= max(self.abnormal_fraction, 3 * base):
                 self._last_abnormal = now
                 out.append(Detection(
-                    kind="rca", series=f'traces{{service="{svc}",operation="{op}"}}', start=now - self.detect_window_s,
+                    kind="rca", series=f'traces{{service="{svc}",operation="{op}"}}', start=first,
                     score=bad / n, severity=Severity.WARNING,
                     attributes={"service.name": svc, "operation": op},
-                    explanation=f"{bad} of {n} recent {svc} {op} traces slower than normal or failing",
+                    explanation=f"{int(bad)} of {int(n)} recent {svc} {op} traces slower than normal or failing",
                 ))
         return out
 
@@ -230,25 +250,19 @@ class RcaProcessor:
             return [inc]
         return []
 
-    def _gpu_in(self, start: float, end: float) -> list[GpuEvent]:
+    def _gpu_in(self, start: float, end: float) -> list[GpuAnomaly]:
         events = [e for e in self._gpu_events if e.start <= end and (e.end is None or e.end >= start)]
         if self.gpu_state is not None:
             events += self._gpu_from_state(start, end)
         return events
 
-    def _gpu_from_state(self, start: float, end: float) -> list[GpuEvent]:
+    def _gpu_from_state(self, start: float, end: float) -> list[GpuAnomaly]:
         uuids = {u for t in self.history if start <= t.start <= end for u in t.gpu_uuids}
-        samples = []
-        for u in uuids:
-            for t in (start, (start + end) / 2, end):
-                try:
-                    s = self.gpu_state.at(u, t)
-                except Exception as exc:
-                    report_error(_COMPONENT + ".gpu_state", exc)
-                    s = None
-                if s is not None:
-                    samples.append(s)
-        return events_from_samples(samples)
+        try:
+            return events_from_store(self.gpu_state, sorted(uuids), start, end)
+        except Exception as exc:  # a store is a user-supplied source: never let it break RCA
+            report_error(_COMPONENT + ".gpu_state", exc)
+            return []
 
     def _rerank(self, now: float) -> bool:
         inc = self.incident

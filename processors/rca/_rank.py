@@ -40,7 +40,7 @@ _W_SHARE, _W_OCHIAI, _W_Z, _Z_SCALE = 0.6, 0.2, 0.2, 5.0
 
 
 @dataclass(frozen=True, slots=True)
-class GpuEvent:
+class GpuAnomaly:
     """A GPU anomaly in the analysed window (from a GPU Detection or GPU samples)."""
 
     uuid: str
@@ -121,7 +121,7 @@ def rank(
     baselines: BaselineStore,
     *,
     reference: Iterable[TraceSummary] = (),
-    gpu_events: Iterable[GpuEvent] = (),
+    gpu_events: Iterable[GpuAnomaly] = (),
     k: float = DEFAULT_K,
     max_candidates: int = 10,
     per_service: int = 3,
@@ -278,8 +278,8 @@ def rank(
     return candidates[:max_candidates]
 
 
-def _merge_gpu_events(events: Iterable[GpuEvent]) -> list[GpuEvent]:
-    by_uuid: dict[str, GpuEvent] = {}
+def _merge_gpu_events(events: Iterable[GpuAnomaly]) -> list[GpuAnomaly]:
+    by_uuid: dict[str, GpuAnomaly] = {}
     reasons: dict[str, list[str]] = {}
     for ev in events:
         cur = by_uuid.get(ev.uuid)
@@ -288,7 +288,7 @@ def _merge_gpu_events(events: Iterable[GpuEvent]) -> list[GpuEvent]:
             reasons[ev.uuid].append(ev.reason)
         if cur is None or ev.score > cur.score:
             by_uuid[ev.uuid] = ev
-    return [GpuEvent(u, e.start, e.end, ", ".join(reasons[u][:3]), min(1.0, e.score)) for u, e in by_uuid.items()]
+    return [GpuAnomaly(u, e.start, e.end, ", ".join(reasons[u][:3]), min(1.0, e.score)) for u, e in by_uuid.items()]
 
 
 def _fmt(seconds: float, per_token: bool) -> str:
