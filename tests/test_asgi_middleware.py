@@ -124,8 +124,8 @@ def test_streamed_chunks_are_timed_as_they_pass_without_delay(served, telemetry)
             if line.startswith("data: ") and '"content": "Hel"' in line and first_at is None:
                 first_at = time.perf_counter() - t0
     total = time.perf_counter() - t0
-    # the first token reached the client long before the stream ended: nothing was buffered
-    assert first_at is not None and first_at < FIRST_DELAY_S + LATER_DELAY_S * 0.8 < total
+    # the first token reached the client well before the stream ended: nothing was buffered
+    assert first_at is not None and first_at < total - LATER_DELAY_S * 0.8
 
     (span,) = _wait_spans(telemetry)
     a = span.attributes
@@ -136,7 +136,7 @@ def test_streamed_chunks_are_timed_as_they_pass_without_delay(served, telemetry)
     # no usage in the stream: tokens are counted as output-carrying chunks (role-only and finish chunks excluded)
     assert a[sc.OTEL_LLM_TOKEN_COUNT_SOURCE] == "chunks" and a[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == 5
     # TTFT reflects the deliberate delay before the first token, not the role-only chunk
-    assert FIRST_DELAY_S <= a[sc.OTEL_LLM_TTFT] < FIRST_DELAY_S + 0.2
+    assert FIRST_DELAY_S <= a[sc.OTEL_LLM_TTFT] < FIRST_DELAY_S + LATER_DELAY_S * 0.8
     assert a[sc.OTEL_LLM_GAP_MAX] >= LATER_DELAY_S * 0.9  # the long gap after the first token
     assert a[sc.HTTP_RESPONSE_STATUS_CODE] == 200 and sc.ERROR_TYPE not in a
     (ttft,) = telemetry.points(sc.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN)

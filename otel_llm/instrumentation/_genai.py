@@ -30,9 +30,11 @@ collects) the oldest gaps are dropped and counted (``otel_llm.dropped``).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from time import perf_counter_ns
 from typing import Any
 
@@ -53,6 +55,7 @@ __all__ = [
     "TimelineSummary",
     "TokenTimeline",
     "metric_attributes",
+    "metrics_recorded_by_caller",
     "record_generation",
     "stall_threshold_s",
     "stamp_gpu_uuids",
@@ -288,6 +291,25 @@ def metric_attributes(
     return attrs
 
 
+_SPAN_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("otel_llm_genai_span_only", default=False)
+
+
+@contextlib.contextmanager
+def metrics_recorded_by_caller() -> Iterator[None]:
+    """Inside this block :func:`record_generation` annotates spans but records no metrics.
+
+    For a layer that owns a request's ``gen_ai.server.*`` points (the
+    OpenAI-server middleware of the reference server) while an inner
+    instrumentor (transformers ``generate()``) still adds its span: each
+    request then yields exactly one set of GenAI metric points.
+    """
+    token = _SPAN_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _SPAN_ONLY.reset(token)
+
+
 def record_generation(
     span: Span | None,
     instruments: GenAIInstruments,
@@ -328,6 +350,8 @@ def record_generation(
                 attrs[sc.OTEL_LLM_STALL_THRESHOLD] = summary.stall_threshold
         span.set_attributes(attrs)
 
+    if _SPAN_ONLY.get():
+        return
     instruments.request_duration.record(duration_s, metric_attrs, context)
     if summary is not None and summary.ttft is not None:
         if ok:

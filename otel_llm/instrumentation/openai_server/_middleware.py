@@ -102,7 +102,7 @@ class _Request:
 
     __slots__ = (
         "body", "content_type", "disconnected", "json_parts", "json_size", "model", "operation", "req", "scanner",
-        "server", "span", "start_ns", "status", "stream", "timeline",
+        "complete", "server", "span", "start_ns", "status", "stream", "timeline",
     )
 
     def __init__(self, operation: str, start_ns: int) -> None:
@@ -121,6 +121,7 @@ class _Request:
         self.body = b""
         self.content_type = b""
         self.server: tuple | None = None
+        self.complete = False
 
 
 class OpenAIServerMiddleware:
@@ -208,8 +209,8 @@ class OpenAIServerMiddleware:
             if pending:
                 return pending.popleft()
             message = await receive()
-            if message["type"] == "http.disconnect":
-                state.disconnected = True
+            if message["type"] == "http.disconnect" and not state.complete:
+                state.disconnected = True  # gone before the response ended (after it, disconnect is normal)
             return message
 
         async def observed_send(message):
@@ -293,6 +294,8 @@ class OpenAIServerMiddleware:
         mtype = message["type"]
         if mtype == "http.response.body":
             body = message.get("body", b"")
+            if not message.get("more_body", False):
+                state.complete = True
             if state.scanner is not None:
                 if body:
                     n = state.scanner.feed(body)

@@ -44,6 +44,10 @@ _lock = threading.Lock()
 
 
 def _readers(meter_provider: MeterProvider) -> list:
+    consumer = getattr(meter_provider, "_measurement_consumer", None)
+    storages = getattr(consumer, "_reader_storages", None)
+    if isinstance(storages, dict):  # includes readers added later with add_metric_reader()
+        return list(storages)
     readers = getattr(meter_provider, "_metric_readers", None)
     if readers is None:  # pragma: no cover - depends on SDK internals
         raise TypeError("this MeterProvider exposes no metric readers; pass an opentelemetry-sdk MeterProvider")
