@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from otel_llm.exporters._promnames import DCGM, L, M, gpu_series
+from otel_llm.exporters._promnames import DCGM, L, M, gpu_series, gpu_temperature, new_or_increased
 
 from ._config import BURN_WINDOWS, RulesConfig
 
@@ -103,7 +103,7 @@ def _recording(cfg: RulesConfig) -> list[_Group]:
         )
 
     gpu = _Group("otel-llm.gpu.recording", cfg)
-    gpu.record("otel_llm_gpu:temperature:celsius", gpu_series(M.TEMPERATURE.name, DCGM.GPU_TEMP))
+    gpu.record("otel_llm_gpu:temperature:celsius", gpu_series(gpu_temperature(), DCGM.GPU_TEMP))
     gpu.record("otel_llm_gpu:power:watts", gpu_series(M.POWER.name, DCGM.POWER))
     gpu.record("otel_llm_gpu:utilization:ratio", gpu_series(M.GPU_UTIL.name, DCGM.GPU_UTIL, scale=0.01))
     return [serving, slo, gpu]
@@ -161,17 +161,17 @@ def _serving_alerts(cfg: RulesConfig) -> _Group:
 
 def _gpu_alerts(cfg: RulesConfig) -> _Group:
     group = _Group("otel-llm.gpu.alerts", cfg)
-    xid = gpu_series(f"increase({M.XID_EVENTS}[5m])", f"(changes({DCGM.XID}[5m]) * ({DCGM.XID} > bool 0))")
+    xid = gpu_series(new_or_increased(M.XID_EVENTS.name, "5m"), f"((changes({DCGM.XID}[5m]) > 0 and {DCGM.XID} > 0) or ({DCGM.XID} > 0 unless {DCGM.XID} offset 5m))")
     group.alert("GPUXidError", f"({xid}) > 0", for_="0s", severity="critical",
                 summary="XID error on GPU {{ $labels.gpu }}",
                 description="The NVIDIA driver reported an XID event (79: fell off the bus, 48/63/64/94/95: "
                             "memory errors, 74: NVLink). Drain the GPU and check `dmesg`.")
-    ecc = gpu_series(f'increase({M.HW_ERRORS}{{{L.ERROR_TYPE}=~".*(uncorrect|dbe).*"}}[10m])',
+    ecc = gpu_series(new_or_increased(f'{M.HW_ERRORS}{{{L.ERROR_TYPE}=~".*(uncorrect|dbe).*"}}', "10m"),
                      f"increase({DCGM.ECC_DBE}[10m])")
     group.alert("GPUEccUncorrectable", f"({ecc}) > 0", for_="0s", severity="critical",
                 summary="Uncorrectable ECC errors on GPU {{ $labels.gpu }}",
                 description="Double-bit/uncorrectable ECC errors corrupt results; drain and reset the GPU.")
-    remap = gpu_series(f'increase({M.ROW_REMAP}{{{L.ROW_REMAP_TYPE}="uncorrectable"}}[10m])',
+    remap = gpu_series(new_or_increased(f'{M.ROW_REMAP}{{{L.ROW_REMAP_TYPE}="uncorrectable"}}', "10m"),
                        f"((increase({DCGM.UNCORRECTABLE_REMAPPED}[10m]) > 0) or ({DCGM.ROW_REMAP_FAILURE} > 0))")
     group.alert("GPURowRemap", f"({remap}) > 0", for_="0s", severity="critical",
                 summary="Memory row remapped after an uncorrectable error on GPU {{ $labels.gpu }}",
@@ -198,6 +198,7 @@ def _gpu_alerts(cfg: RulesConfig) -> _Group:
 
 def _anomaly_alerts(cfg: RulesConfig) -> _Group:
     group = _Group("otel-llm.anomaly.alerts", cfg)
+    threshold_detections = f'{M.DETECTIONS}{{{L.DETECTOR}="threshold"}}'
     group.alert(
         "LLMAnomalyScoreHigh",
         f"max without (otel_scope_name, otel_scope_version, otel_scope_schema_url) ({M.ANOMALY_SCORE})"
@@ -208,7 +209,7 @@ def _anomaly_alerts(cfg: RulesConfig) -> _Group:
     )
     group.alert(
         "LLMLearnedBandBreach",
-        f"sum by ({L.METRIC}) (increase({M.DETECTIONS}{{{L.DETECTOR}=\"threshold\"}}[5m])) > 0",
+        f"sum by ({L.METRIC}) ({new_or_increased(threshold_detections, '5m')})",
         for_="0s", severity="warning",
         summary="{{ $labels." + L.METRIC + " }} left its learned band",
         description="The dynamic-threshold detector saw the series leave its forecast band persistently.",

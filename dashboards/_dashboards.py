@@ -149,7 +149,7 @@ def gpu() -> gd.Dashboard:
                                 unit="percentunit", min_val=0, max_val=1, span=8))
     d = d.with_panel(timeseries("Power", [(_gpu(_ours(M.POWER.name), _dcgm(DCGM.POWER)), legend)], unit="watt",
                                 span=8))
-    d = d.with_panel(timeseries("Temperature", [(_gpu(_ours(M.TEMPERATURE.name), _dcgm(DCGM.GPU_TEMP)), legend)],
+    d = d.with_panel(timeseries("Temperature", [(_gpu(_ours(M.TEMPERATURE.name, f'{L.SENSOR_LOCATION}!="memory"'), _dcgm(DCGM.GPU_TEMP)), legend)],
                                 unit="celsius", span=8))
     d = d.with_panel(timeseries("SM clock", [(_gpu(_ours(M.CLOCK_SM.name), f"{_dcgm(DCGM.SM_CLOCK)} * 1000000"),
                                               legend)], unit="hertz", span=8))

@@ -148,6 +148,7 @@ class L:
     HW_ID = label(sc.HW_ID)
     HW_NAME = label(sc.HW_NAME)
     HOST = label(sc.HOST_NAME)
+    SENSOR_LOCATION = label(sc.HW_SENSOR_LOCATION)
     XID = label(sc.OTEL_LLM_GPU_XID)
     THROTTLE_REASON = label(sc.OTEL_LLM_GPU_THROTTLE_REASON)
     ROW_REMAP_TYPE = label(sc.OTEL_LLM_GPU_ROW_REMAP_TYPE)
@@ -194,6 +195,21 @@ def band_selector(which: Literal["upper", "lower", "forecast"], matchers: str = 
     base = prometheus_name(otel, "", "gauge")
     extra = f", {matchers}" if matchers else ""
     return f'{{__name__=~"{base}(_[a-z]+)?"{extra}}}'
+
+
+def gpu_temperature(matchers: str = "") -> str:
+    """Our GPU-die temperature selector (``hw.temperature`` also reports memory temperature)."""
+    extra = f", {matchers}" if matchers else ""
+    return f'{M.TEMPERATURE.name}{{{L.SENSOR_LOCATION}!="memory"{extra}}}'
+
+
+def new_or_increased(selector: str, window: str) -> str:
+    """Counter went up within ``window``, including a series that first appeared in it.
+
+    ``increase()`` cannot see the first increment of a series born at 1 (an OTel counter's
+    series appears on its first ``add``), so the first XID of a GPU would be missed.
+    """
+    return f"(increase({selector}[{window}]) > 0 or ({selector} unless {selector} offset {window}))"
 
 
 def gpu_series(ours: str, dcgm: str, *, scale: float = 1.0) -> str:
