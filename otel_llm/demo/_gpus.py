@@ -1,126 +1,101 @@
-"""The demo's GPUs: which exist, how fast each decodes now, which are lost, their samples.
+"""The demo's GPUs: the collectors' simulator, its OTel metrics, its state tracker.
 
-:class:`DemoGpus` is the one object the demo's server, fault controller and
-pipeline share. It drives the GPU simulator of ``otel_llm.collectors`` when that
-is available; otherwise a small built-in stand-in (:class:`_MiniSim`, clearly a
-fallback) produces DCGM-field samples with the same fault signatures
-(throttling: SM clock down, temperature up, throttle reason set; XID 79: the
-GPU's samples stop).
+:class:`DemoGpus` is the one object the demo's LLM server, fault controller and
+pipeline share. It wraps :class:`otel_llm.collectors.SimulatedGpus` (N H100s
+whose utilisation follows the requests they serve) and
+:class:`otel_llm.collectors.GpuMetrics` (``hw.*`` / ``otel_llm.gpu.*`` metrics,
+the :class:`GpuTracker` that turns vanished series into ``lost`` events, XID
+changes into ``xid`` events and throttle reasons into ``throttle_*`` events).
+
+Demo fault kinds map onto simulator faults: ``gpu_throttle`` -> ``thermal``
+(the cooling fails: temperature climbs past slowdown, the SM clock drops, decode
+slows by max/current clock), ``gpu_xid`` -> ``xid<code>`` (79: the GPU falls off
+the bus, its series vanish and requests must go elsewhere).
 """
 
 from __future__ import annotations
 
-import random
+import math
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from otel_llm.collectors._model import GpuSample
+from otel_llm.demo._faults import KIND_GPU_THROTTLE, KIND_GPU_XID, Fault
 
-# DCGM field ids (numeric ids are stable across DCGM renames).
+# DCGM field ids used by the demo's views (numeric ids are stable across DCGM renames).
 F_SM_CLOCK = 100
-F_MEM_CLOCK = 101
 F_THROTTLE_REASONS = 112
 F_GPU_TEMP = 150
 F_POWER = 155
 F_GPU_UTIL = 203
-F_FB_USED = 252
 F_XID = 230
-F_SM_ACTIVE = 1002
-THROTTLE_HW_THERMAL = 0x40  # DCGM_CLOCKS_EVENT_REASON_HW_THERMAL_SLOWDOWN
-
-
-class _MiniSim:
-    """FALLBACK GPU simulator (only when otel_llm.collectors has none)."""
-
-    name = "demo-mini-sim"
-
-    def __init__(self, n: int, seed: int = 0) -> None:
-        rng = random.Random(seed)
-        self.uuids = [f"GPU-{rng.getrandbits(32):08x}-{rng.getrandbits(16):04x}-{rng.getrandbits(16):04x}-"
-                      f"{rng.getrandbits(16):04x}-{rng.getrandbits(48):012x}" for _ in range(n)]
-        self._rng = rng
-        self.throttle = [1.0] * n
-        self.lost = [False] * n
-        self.xid = [0] * n
-        self.busy = [0.0] * n
-        self.temp = [45.0] * n
-
-    def collect(self) -> list[GpuSample]:
-        now = time.time()
-        out = []
-        for i, u in enumerate(self.uuids):
-            if self.lost[i]:
-                continue
-            throttled = self.throttle[i] > 1.0
-            util = min(1.0, self.busy[i])
-            target = 88.0 if throttled else 42.0 + 25.0 * util
-            self.temp[i] += (target - self.temp[i]) * 0.3
-            fields = {
-                F_GPU_UTIL: round(100 * util + self._rng.uniform(-2, 2), 1),
-                F_SM_ACTIVE: max(0.0, min(1.0, 0.8 * util + self._rng.uniform(-0.02, 0.02))),
-                F_GPU_TEMP: round(self.temp[i] + self._rng.uniform(-0.5, 0.5), 1),
-                F_POWER: round(70 + 250 * util * (0.6 if throttled else 1.0) + self._rng.uniform(-3, 3), 1),
-                F_SM_CLOCK: 1980.0 / self.throttle[i],
-                F_MEM_CLOCK: 2619.0,
-                F_THROTTLE_REASONS: float(THROTTLE_HW_THERMAL if throttled else 0),
-                F_FB_USED: 20_000 + 30_000 * util,
-                F_XID: float(self.xid[i]),
-            }
-            out.append(GpuSample(u, now, fields, index=i, model="NVIDIA H100 80GB HBM3 (simulated)",
-                                 host="demo-host"))
-        return out
-
-    def close(self) -> None:
-        return None
 
 
 class DemoGpus:
     """Shared GPU state for one demo run (thread-safe)."""
 
-    def __init__(self, n: int = 2, *, seed: int = 0, backend: Any = None) -> None:
+    def __init__(self, n: int = 2, *, seed: int = 0, model: str = "H100", meter_provider: Any = None,
+                 baseline_util: float = 0.25) -> None:
+        from otel_llm.collectors import GpuStateStore, SimulatedGpus
+        from otel_llm.collectors._metrics import GpuMetrics
+
         if n < 1:
             raise ValueError("the demo needs at least one GPU")
         self._lock = threading.Lock()
-        self.backend = backend or _MiniSim(n, seed)
-        self.fallback = backend is None
-        self.uuids: list[str] = list(self.backend.uuids)
-        self._busy_time = [0.0] * n
-        self._last = time.monotonic()
+        self.sim = SimulatedGpus(count=n, model=model, seed=seed, host="demo-node-0")
+        for i in range(n):  # a serving GPU keeps a resident baseline (weights, KV cache, batching)
+            self.sim.set_load(i, baseline_util)
+        self._sim_t0 = time.time()
+        self.store = GpuStateStore()
+        self._events: list[Any] = []
+        self.metrics = GpuMetrics(self.sim, meter_provider=meter_provider, interval_s=1.0, store=self.store,
+                                  listeners=[self._on_poll])
+        self.uuids: list[str] = list(self.sim.uuids)
+        self._index = {u: i for i, u in enumerate(self.uuids)}
+        self.component = f"otel_llm.collectors.SimulatedGpus ({n} x {self.sim.spec.name}) + GpuMetrics/GpuTracker"
+
+    def schedule(self, faults: Sequence[Fault], t0_wall: float) -> None:
+        """Hand the GPU faults to the simulator, timed from ``t0_wall`` (the demo's start)."""
+        from otel_llm.collectors import Fault as SimFault
+
+        offset = t0_wall - self._sim_t0
+        out = []
+        for f in faults:
+            if f.kind == KIND_GPU_THROTTLE:
+                kind = "thermal"
+            elif f.kind == KIND_GPU_XID:
+                kind = f"xid{int(f.params.get('xid', 79))}"
+            else:
+                continue
+            out.append(SimFault(kind=kind, gpu=int(f.params["gpu"]), start_s=max(0.0, offset + f.start),
+                                duration_s=f.duration))
+        self.sim.faults = out
 
     def index(self, uuid: str) -> int:
-        return self.uuids.index(uuid)
+        return self._index[uuid]
 
     def slowdown_factor(self, uuid: str) -> float:
-        return float(self.backend.throttle[self.index(uuid)])
+        f = self.sim.slowdown_factor(self._index[uuid])
+        return f if math.isfinite(f) else 1.0
 
     def is_lost(self, uuid: str) -> bool:
-        return bool(self.backend.lost[self.index(uuid)])
-
-    def set_throttle(self, index: int, factor: float) -> None:
-        with self._lock:
-            self.backend.throttle[index] = factor
-
-    def set_lost(self, index: int, lost: bool, xid: int = 79) -> None:
-        with self._lock:
-            self.backend.lost[index] = lost
-            if lost:
-                self.backend.xid[index] = xid
+        return self.sim.is_lost(self._index[uuid])
 
     def add_busy(self, uuid: str, seconds: float) -> None:
-        """The server reports GPU-busy time; utilisation follows the load."""
-        with self._lock:
-            self._busy_time[self.index(uuid)] += seconds
+        """The server reports GPU-busy time; the simulator's utilisation follows it."""
+        self.sim.observe_request(self._index[uuid], seconds)
 
-    def collect(self) -> list[GpuSample]:
+    def _on_poll(self, samples: list[GpuSample], events: list[Any]) -> None:
+        self._events.extend(events)
+
+    def poll(self) -> tuple[list[GpuSample], list[Any]]:
+        """One poll: samples of the GPUs still present, and the events it revealed."""
         with self._lock:
-            now = time.monotonic()
-            dt = max(1e-3, now - self._last)
-            self._last = now
-            for i, b in enumerate(self._busy_time):
-                self.backend.busy[i] = 0.5 * self.backend.busy[i] + 0.5 * min(1.0, b / dt)
-                self._busy_time[i] = 0.0
-            return self.backend.collect()
+            samples = self.metrics.poll()
+            events, self._events = self._events, []
+        return samples, events
 
     def close(self) -> None:
-        self.backend.close()
+        self.sim.close()

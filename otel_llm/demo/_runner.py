@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from otel_llm.demo._faults import KIND_BURST, KIND_GPU_THROTTLE, KIND_GPU_XID, KIND_SLOW_DEPENDENCY, Fault
+from otel_llm.demo._faults import KIND_BURST, KIND_SLOW_DEPENDENCY, Fault
 from otel_llm.demo._gpus import DemoGpus
 from otel_llm.demo._series import Point, SeriesAggregator, gpu_points
 from otel_llm.demo._telemetry import (
@@ -45,7 +45,7 @@ class DemoConfig:
     duration_s: float = 180.0
     workload: Path | None = None
     speedup: float = 4.0
-    max_rate: float | None = 6.0
+    max_rate: float | None = 3.0
     faults: list[Fault] = field(default_factory=list)
     n_gpus: int = 2
     gpu: str = "sim"
@@ -55,9 +55,12 @@ class DemoConfig:
     report_dir: Path = Path("report")
     with_backends: bool = False
     seed: int = 0
-    concurrency: int = 16
+    concurrency: int = 64
+    """Client-side cap on requests in flight (users are many: keep it above what the server can take)."""
     tick_s: float = 1.0
     window_s: float = 2.0
+    min_history: int = 20
+    """Points of a series before its band is fitted (the detectors' warm-up)."""
 
     def __post_init__(self) -> None:
         if not self.duration_s > 0:
@@ -112,7 +115,8 @@ class DemoRun:
             name: ServiceTelemetry(name, self.sink, otlp_endpoint=cfg.otlp_endpoint)
             for name in (SERVICE_GATEWAY, SERVICE_RETRIEVAL, SERVICE_LLM)
         }
-        self.gpus = DemoGpus(cfg.n_gpus, seed=cfg.seed)
+        self.gpus = DemoGpus(cfg.n_gpus, seed=cfg.seed,
+                             meter_provider=self.telemetry[SERVICE_LLM].meter_provider)
         self.aggregator = SeriesAggregator(window_s=cfg.window_s)
         self.points: list[Point] = []
         self.gpu_timeline: list[tuple[float, dict[str, dict[str, Any]]]] = []
@@ -162,22 +166,12 @@ class DemoRun:
 
     # ------------------------------------------------------------------ faults
     def _apply_faults(self, t: float) -> list[Fault]:
+        """GPU faults run inside the simulator (scheduled at start); the dependency's slowdown is set here."""
         active = [f for f in self.cfg.faults if f.active(t)]
-        throttle = {i: 1.0 for i in range(len(self.gpus.uuids))}
-        lost = dict.fromkeys(range(len(self.gpus.uuids)), False)
         slow = 1.0
         for f in active:
-            if f.kind == KIND_GPU_THROTTLE:
-                throttle[int(f.params["gpu"])] = float(f.params["factor"])
-            elif f.kind == KIND_GPU_XID:
-                lost[int(f.params["gpu"])] = True
-            elif f.kind == KIND_SLOW_DEPENDENCY:
+            if f.kind == KIND_SLOW_DEPENDENCY:
                 slow = max(slow, float(f.params["factor"]))
-        for i in throttle:
-            self.gpus.set_throttle(i, throttle[i])
-            xid = next((int(f.params.get("xid", 79)) for f in active
-                        if f.kind == KIND_GPU_XID and int(f.params["gpu"]) == i), 79)
-            self.gpus.set_lost(i, lost[i], xid)
         self.retrieval.slowdown = slow
         return active
 
@@ -203,7 +197,7 @@ class DemoRun:
         active = self._apply_faults(t) if not final else []
         spans = self.sink.drain()
         self.aggregator.add_spans(spans)
-        samples = self.gpus.collect()
+        samples, events = self.gpus.poll()
         points = self.aggregator.flush(now, final=final) + gpu_points(samples)
         self.points.extend(points)
         gpu_state = {}
@@ -211,11 +205,11 @@ class DemoRun:
         for i, u in enumerate(self.gpus.uuids):
             s = seen.get(u)
             gpu_state[u] = {"index": i, "lost": s is None, "fields": dict(s.fields) if s else {},
-                            "throttle": self.gpus.slowdown_factor(u)}
+                            "slowdown": self.gpus.slowdown_factor(u)}
         self.gpu_timeline.append((now, gpu_state))
         if self.pipeline is not None:
             try:
-                self.pipeline.tick(now, spans=spans, points=points, samples=samples)
+                self.pipeline.tick(now, spans=spans, points=points, samples=samples, gpu_events=events)
             except Exception as exc:
                 from otel_llm._selftelemetry import report_error
 
@@ -234,6 +228,7 @@ class DemoRun:
         async with httpx.AsyncClient(timeout=60.0, limits=limits) as client:
             send = openai_sender(client, self.gateway_url, self.model_name, seed=self.cfg.seed)
             self.t0_wall = time.time()
+            self.gpus.schedule(self.cfg.faults, self.t0_wall)
             ticker = asyncio.create_task(self._ticker(stop))
 
             async def stop_at_deadline() -> None:

@@ -49,12 +49,12 @@ class WorkloadSpec:
     """How a trace is turned into a replay plan. Validated at construction."""
 
     speedup: float = 4.0
-    max_rate: float | None = 6.0
+    max_rate: float | None = 3.0
     """Upper bound on the mean request rate after compression (req/s); None disables thinning."""
-    prompt_scale: float = 1 / 24
-    output_scale: float = 1 / 6
-    prompt_cap: int = 160
-    output_cap: int = 48
+    prompt_scale: float = 1 / 32
+    output_scale: float = 1 / 8
+    prompt_cap: int = 128
+    output_cap: int = 32
     min_prompt_tokens: int = 4
     min_output_tokens: int = 2
     retrieval_fraction: float = 0.3
@@ -213,6 +213,8 @@ class ReplayStats:
     """Arrivals dropped because ``max_pending`` requests were already waiting (counted, never silent)."""
     results: list[RequestResult] = field(default_factory=list)
     in_flight: int = 0
+    abandoned: int = 0
+    """Requests still in flight ``drain_timeout_s`` after the replay ended (cancelled)."""
 
 
 SendFn = Callable[[WorkloadRequest], Awaitable[RequestResult]]
@@ -222,12 +224,13 @@ async def replay(
     plan: Sequence[WorkloadRequest],
     send: SendFn,
     *,
-    concurrency: int = 8,
+    concurrency: int = 64,
     max_pending: int = 256,
     stop: asyncio.Event | None = None,
     stats: ReplayStats | None = None,
     clock: Callable[[], float] = time.monotonic,
     on_result: Callable[[RequestResult], None] | None = None,
+    drain_timeout_s: float = 15.0,
 ) -> ReplayStats:
     """Send ``plan`` open-loop; returns when every sent request finished (or ``stop`` is set)."""
     if concurrency < 1:
@@ -279,7 +282,12 @@ async def replay(
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     if tasks:
-        await asyncio.gather(*tasks, return_exceptions=True)
+        done, pending = await asyncio.wait(set(tasks), timeout=drain_timeout_s)
+        for task in pending:  # the run is over: requests still in flight are abandoned, and counted
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+            stats.abandoned += len(pending)
     return stats
 
 
