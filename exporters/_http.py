@@ -84,11 +84,12 @@ class HttpOptions:
         import httpx
 
         verify: bool | ssl.SSLContext = True
-        if self.insecure_skip_verify:
-            verify = False
-        elif self.ca_file or self.cert_file:
+        if self.insecure_skip_verify or self.ca_file or self.cert_file:
             verify = ssl.create_default_context(cafile=self.ca_file)
-            if self.cert_file:
+            if self.insecure_skip_verify:
+                verify.check_hostname = False
+                verify.verify_mode = ssl.CERT_NONE
+            if self.cert_file:  # client certificate (mutual TLS), also with insecure_skip_verify
                 verify.load_cert_chain(self.cert_file, self.key_file)
         headers = {"User-Agent": "otel-llm", **self.headers}
         if self.bearer_token:

@@ -308,3 +308,57 @@ def test_export_never_raises_and_never_blocks(tmp_path):
         assert exp.export([object()]) is ExportResult.FAILURE  # garbage in: counted, not raised
     finally:
         exp.shutdown(timeout_millis=100)
+
+
+def _make_pki(tmp, openssl):
+    """A CA, a server cert for 127.0.0.1 and a client cert, with the openssl CLI."""
+    import subprocess
+
+    def run(*args):
+        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=tmp, timeout=30)
+
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+        "-subj", "/CN=otel-llm test CA")
+    for name in ("server", "client"):
+        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN={name}")
+        (tmp / f"{name}.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "1", "-extfile", f"{name}.ext")
+    return tmp
+
+
+def test_tls_ca_client_certificate_and_insecure(tmp_path, require):
+    import ssl
+
+    pki = _make_pki(tmp_path, require.binary("openssl", hint="apt-get install openssl"))
+    rec = Recorder()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki / "server.pem", pki / "server.key")
+    ctx.load_verify_locations(pki / "ca.pem")
+    ctx.verify_mode = ssl.CERT_REQUIRED  # mutual TLS: the exporter must present its client certificate
+    rec.server.socket = ctx.wrap_socket(rec.server.socket, server_side=True)
+    url = rec.url.replace("http://", "https://")
+    try:
+        good = AlertmanagerExporter([url], queue_path=tmp_path / "a.db", http=HttpOptions(
+            ca_file=str(pki / "ca.pem"), cert_file=str(pki / "client.pem"), key_file=str(pki / "client.key")))
+        good.export([make_incident("tls-ok")])
+        assert good.force_flush(5000)
+        good.shutdown()
+        assert [a["labels"]["incident_id"] for a in rec.alerts()] == ["tls-ok"]
+
+        untrusted = AlertmanagerExporter([url], queue_path=tmp_path / "b.db", http=HttpOptions(
+            cert_file=str(pki / "client.pem"), key_file=str(pki / "client.key")), start=False)
+        untrusted.export([make_incident("tls-untrusted")])
+        assert untrusted.force_flush(500) is False
+        assert untrusted.queue.size() == 1 and untrusted.dead_letters() == [], "TLS failure: queued, not dropped"
+        untrusted.shutdown(timeout_millis=100)
+
+        insecure = AlertmanagerExporter([url], queue_path=tmp_path / "c.db", http=HttpOptions(
+            insecure_skip_verify=True, cert_file=str(pki / "client.pem"), key_file=str(pki / "client.key")))
+        insecure.export([make_incident("tls-insecure")])
+        assert insecure.force_flush(5000)
+        insecure.shutdown()
+        assert "tls-insecure" in {a["labels"]["incident_id"] for a in rec.alerts()}
+    finally:
+        rec.close()
