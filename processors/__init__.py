@@ -13,5 +13,6 @@ from otel_llm.processors._model import (
     Severity,
 )
 from otel_llm.processors._spans import SpanRecord, from_readable_span
+from otel_llm.processors._stream import DetectionStream, Subscription
 
-__all__ = ["Detection", "DetectionSink", "ExportResult", "Incident", "RootCauseCandidate", "Severity", "SpanRecord", "from_readable_span"]
+__all__ = ["Detection", "DetectionSink", "DetectionStream", "Subscription", "ExportResult", "Incident", "RootCauseCandidate", "Severity", "SpanRecord", "from_readable_span"]

@@ -26,7 +26,7 @@ VALID_DIRECTIONS = ("both", "up", "down")
 
 @dataclass(frozen=True)
 class AlarmPolicy:
-    threshold: float = 4.0
+    threshold: float = 4.5
     recover: float = 2.0
     k: int = 1
     n: int = 1

@@ -34,7 +34,7 @@ from otel_llm.processors._features import (
     request_series_attributes,
 )
 from otel_llm.processors._model import Detection, Severity
-from otel_llm.processors._outlier import OutlierDetector, check_detector
+from otel_llm.processors._outlier import VALID_DETECTORS, OutlierDetector, check_detector
 from otel_llm.processors._spans import SpanRecord
 from otel_llm.processors._stream import DetectionStream
 from otel_llm.processors._thresholds import series_key
@@ -79,8 +79,8 @@ class RequestAnomalyProcessor:
 
     def __init__(
         self,
-        detector: str = "ecod",
-        contamination: float = 0.02,
+        detector: str | None = None,
+        contamination: float | None = None,
         *,
         window: int = 2048,
         min_fit: int = 128,
@@ -95,6 +95,12 @@ class RequestAnomalyProcessor:
         emit_metrics: bool = True,
         random_state: int = 0,
     ) -> None:
+        from otel_llm import environment_variables as ev
+        from otel_llm._env import env_choice, env_float
+
+        detector = env_choice(ev.OTEL_LLM_ANOMALY_DETECTOR, detector, "ecod", VALID_DETECTORS)
+        contamination = env_float(ev.OTEL_LLM_ANOMALY_CONTAMINATION, contamination, 0.02, minimum=1e-6, maximum=0.5)
+        assert contamination is not None
         self.detector = check_detector(detector)
         if not (0.0 < contamination <= 0.5):
             raise ValueError(f"contamination must be in (0, 0.5], got {contamination}")

@@ -111,6 +111,30 @@ class ThresholdConfig:
         self.policy.validate()
         return replace(self, levels=levels, alarm_level=alarm_level)
 
+    @classmethod
+    def from_env(cls, **overrides: Any) -> ThresholdConfig:
+        """Explicit keyword > ``OTEL_LLM_THRESHOLD_*`` env var > default; bad values raise ValueError naming the variable."""
+        from otel_llm import environment_variables as ev
+        from otel_llm._env import env_choice, env_float, env_int, env_list
+
+        kw: dict[str, Any] = {}
+        if "model" not in overrides:
+            kw["model"] = env_choice(ev.OTEL_LLM_THRESHOLD_MODEL, None, cls.model, VALID_MODELS)
+        if "levels" not in overrides:
+            raw = env_list(ev.OTEL_LLM_THRESHOLD_LEVELS)
+            if raw:
+                try:
+                    kw["levels"] = check_levels(raw)
+                except ValueError as exc:
+                    raise ValueError(f"{ev.OTEL_LLM_THRESHOLD_LEVELS}: {exc}") from None
+        if "season_length" not in overrides:
+            kw["season_length"] = env_int(ev.OTEL_LLM_THRESHOLD_SEASON_LENGTH, None, None, minimum=2)
+        if "policy" not in overrides:
+            z = env_float(ev.OTEL_LLM_THRESHOLD_Z, None, None, minimum=0.1)
+            if z is not None:
+                kw["policy"] = replace(AlarmPolicy(), threshold=z, recover=min(AlarmPolicy.recover, z))
+        return cls(**{**kw, **overrides}).validate()
+
     @property
     def band_horizon(self) -> int:
         return self.horizon or max(4 * self.update_every, 32)

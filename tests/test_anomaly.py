@@ -235,3 +235,14 @@ def test_detection_stream_is_bounded_and_survives_bad_subscribers():
     assert len(got) == 5
     assert [d.series for d in stream.recent()] == ["s2", "s3", "s4"]
     stream.close()
+
+
+def test_anomaly_settings_from_env(monkeypatch):
+    monkeypatch.setenv("OTEL_LLM_ANOMALY_DETECTOR", "iforest")
+    monkeypatch.setenv("OTEL_LLM_ANOMALY_CONTAMINATION", "0.05")
+    proc = RequestAnomalyProcessor(refit="inline", emit_metrics=False)
+    assert (proc.detector, proc.contamination) == ("iforest", 0.05)
+    assert RequestAnomalyProcessor("copod", refit="inline", emit_metrics=False).detector == "copod"
+    monkeypatch.setenv("OTEL_LLM_ANOMALY_DETECTOR", "knn")
+    with pytest.raises(ValueError, match="OTEL_LLM_ANOMALY_DETECTOR.*ecod, iforest, hbos, copod, loda"):
+        RequestAnomalyProcessor(refit="inline", emit_metrics=False)

@@ -245,3 +245,19 @@ def test_background_refit_is_off_the_hot_path_and_flushes():
         assert st.band is not None and st.fits >= 1
     finally:
         proc.shutdown()
+
+
+def test_env_configuration_precedence_and_errors(monkeypatch):
+    monkeypatch.setenv("OTEL_LLM_THRESHOLD_MODEL", "robust")
+    monkeypatch.setenv("OTEL_LLM_THRESHOLD_LEVELS", "90,99")
+    monkeypatch.setenv("OTEL_LLM_THRESHOLD_Z", "3")
+    cfg = ThresholdConfig.from_env()
+    assert (cfg.model, cfg.levels, cfg.alarm_level, cfg.policy.threshold) == ("robust", (90.0, 99.0), 99.0, 3.0)
+    assert ThresholdConfig.from_env(model="auto_ets").model == "auto_ets"  # argument wins
+    monkeypatch.setenv("OTEL_LLM_THRESHOLD_MODEL", "prophet")
+    with pytest.raises(ValueError, match="OTEL_LLM_THRESHOLD_MODEL.*auto_ets, mstl, robust"):
+        ThresholdConfig.from_env()
+    monkeypatch.setenv("OTEL_LLM_THRESHOLD_MODEL", "robust")
+    monkeypatch.setenv("OTEL_LLM_THRESHOLD_LEVELS", "95,250")
+    with pytest.raises(ValueError, match="OTEL_LLM_THRESHOLD_LEVELS"):
+        ThresholdConfig.from_env()
