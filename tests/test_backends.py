@@ -382,3 +382,33 @@ def test_killed_exporter_process_delivers_after_restart(stack, tmp_path):
         assert len([a for a in am.alerts(alertname="GPUFault") if a["labels"]["incident_id"] == "e2e-am-20"]) == 1
     finally:
         exp.shutdown()
+
+
+def test_backend_start_failure_is_reported_with_the_log_and_leaks_nothing(tmp_path, require):
+    from otel_llm._backends import BackendError, find_binary
+
+    require.binary("prometheus")
+    bad = tmp_path / "bad.rules.yml"
+    bad.write_text("groups:\n- name: x\n  rules:\n  - alert: Broken\n    expr: sum(\n")
+    prom = Prometheus(workdir=tmp_path / "p", rule_files=[bad], startup_timeout_s=10)
+    with pytest.raises(BackendError, match="did not become ready") as err:
+        prom.start()
+    assert "bad.rules.yml" in str(err.value), "the error carries Prometheus' own log line"
+    assert not prom.running and prom.pid is None
+    with pytest.raises(BackendError, match="apt-get install prometheus"):
+        find_binary("definitely-not-prometheus")
+
+
+def test_prometheus_reload_picks_up_new_rules(tmp_path, require):
+    require.binary("prometheus")
+    rules = tmp_path / "r.yml"
+    rules.write_text("groups: []\n")
+    with Prometheus(workdir=tmp_path / "p", rule_files=[rules], evaluation_interval="200ms") as prom:
+        rules.write_text("groups:\n- name: g\n  rules:\n  - record: otel_llm:test:one\n    expr: vector(1)\n")
+        prom.reload()
+        assert prom.wait_for("otel_llm:test:one", timeout_s=10)[0]["value"][1] == "1"
+        pid = prom.pid
+    import os
+
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
