@@ -133,6 +133,7 @@ OTEL_LLM_SERVER_REQUESTS_RUNNING: Final = "otel_llm.server.requests.running"  # 
 OTEL_LLM_SERVER_REQUESTS_WAITING: Final = "otel_llm.server.requests.waiting"  # updowncounter
 OTEL_LLM_SERVER_KV_CACHE_UTILIZATION: Final = "otel_llm.server.kv_cache.utilization"  # gauge, ratio 0..1
 OTEL_LLM_SERVER_PREEMPTIONS: Final = "otel_llm.server.preemptions"  # counter
+OTEL_LLM_SERVER_REPLICA: Final = "otel_llm.server.replica"  # attribute: which server/engine in a process ("0", "1"...)
 
 # vLLM bridge (own): vllm:* series with no semconv/otel_llm.server name keep
 # their vLLM name under this prefix (``vllm:iteration_tokens_total`` ->

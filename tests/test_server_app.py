@@ -274,3 +274,16 @@ def test_transformers_instrumentor_adds_a_span_but_no_second_metric_set(make_ser
     # exactly one set of gen_ai.server.* points for the request: the middleware's
     for name in (sc.GEN_AI_SERVER_REQUEST_DURATION, sc.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN):
         assert _total_count(tel, name) == 1, name
+
+
+def test_two_servers_on_one_meter_provider_keep_their_own_series(tiny_model):
+    tel = Telemetry()
+    model, tok = tiny_model
+    try:
+        apps = [create_app(model, tok, tracer_provider=tel.tracer_provider, meter_provider=tel.meter_provider)
+                for _ in range(2)]
+        kv = {p.attributes[sc.OTEL_LLM_SERVER_REPLICA]: p.value for p in tel.points(sc.OTEL_LLM_SERVER_KV_CACHE_UTILIZATION)}
+        assert kv == {"0": 0.0, "1": 0.0}  # both engines observed, not only the first registered
+        assert [a.state.engine.replica for a in apps] == ["0", "1"]
+    finally:
+        tel.shutdown()

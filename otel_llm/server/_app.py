@@ -321,6 +321,7 @@ def create_app(
     meter_provider=None,
     capture_content: bool | None = None,
     torch_threads: int | None = None,
+    replica: str | None = None,
 ) -> Starlette:
     """Build the reference server around ``(model, tokenizer)`` (default: the seeded tiny model, built offline).
 
@@ -336,7 +337,9 @@ def create_app(
     * ``tracer_provider`` / ``meter_provider`` -- default: the global ones. ``/metrics``
       exposes the meter provider's metrics through a Prometheus reader added to it;
     * ``torch_threads`` -- ``torch.set_num_threads`` for the process (process-wide!). A tiny
-      model is ~40x faster with 1 thread than with an oversubscribed pool on a busy host.
+      model is ~40x faster with 1 thread than with an oversubscribed pool on a busy host;
+    * ``replica`` -- ``otel_llm.server.replica`` on the engine's metrics, telling apart several
+      servers on one meter provider (default ``"0"``, ``"1"``... in creation order).
     """
     from otel_llm import environment_variables as ev
     from otel_llm._env import env_int
@@ -363,6 +366,7 @@ def create_app(
     engine = GenerationEngine(
         model, tokenizer, model_name=model_name, tracer=tracer, instruments=GenAIInstruments(meter), meter=meter,
         max_queue=queue_size, workers=workers, kv_capacity_tokens=kv_capacity_tokens, faults=faults,
+        replica=replica,
     )
     server = _Server(model, tokenizer, model_name=model_name, max_tokens_limit=max_tokens_limit,
                      force_include_usage=force_include_usage, engine=engine, seed=seed, prometheus=prometheus)

@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import queue
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,6 +141,44 @@ class _Streamer:
         pass
 
 
+class _KVObserver:
+    """One observable gauge per meter for every engine on it (the SDK keeps only the first callback
+    registered under a name, so several replicas in one process must share it)."""
+
+    def __init__(self, meter) -> None:
+        self._engines: weakref.WeakSet[GenerationEngine] = weakref.WeakSet()
+        self._count = itertools.count()
+        meter.create_observable_gauge(
+            sc.OTEL_LLM_SERVER_KV_CACHE_UTILIZATION,
+            callbacks=[self._observe],
+            unit="1",
+            description="SIMULATED KV-cache use: tokens held by in-flight requests / configured capacity.",
+        )
+
+    def next_replica(self) -> str:
+        return str(next(self._count))
+
+    def add(self, engine: GenerationEngine) -> None:
+        self._engines.add(engine)
+
+    def _observe(self, options):
+        from opentelemetry.metrics import Observation
+
+        return [Observation(e.kv_utilization(), e._attrs) for e in list(self._engines) if not e._stop.is_set()]
+
+
+_observers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_observers_lock = threading.Lock()
+
+
+def _kv_observer(meter) -> _KVObserver:
+    with _observers_lock:
+        obs = _observers.get(meter)
+        if obs is None:
+            obs = _observers[meter] = _KVObserver(meter)
+        return obs
+
+
 class GenerationEngine:
     """Bounded queue + ``workers`` generation threads around one model (see the module docstring)."""
 
@@ -155,6 +195,7 @@ class GenerationEngine:
         workers: int = 1,
         kv_capacity_tokens: int = 8192,
         faults: SlowdownController | None = None,
+        replica: str | None = None,
     ) -> None:
         if max_queue < 1 or workers < 1 or kv_capacity_tokens < 1:
             raise ValueError("max_queue, workers and kv_capacity_tokens must be >= 1")
@@ -178,19 +219,15 @@ class GenerationEngine:
         self._kv_tokens = 0
         self.running = 0
         self.completed = 0
-        self._attrs = {sc.GEN_AI_REQUEST_MODEL: model_name}
+        self.replica = _kv_observer(meter).next_replica() if replica is None else replica
+        self._attrs = {sc.GEN_AI_REQUEST_MODEL: model_name, sc.OTEL_LLM_SERVER_REPLICA: self.replica}
         self._waiting = meter.create_up_down_counter(
             sc.OTEL_LLM_SERVER_REQUESTS_WAITING, unit="{request}", description="Requests queued for a generation worker."
         )
         self._running = meter.create_up_down_counter(
             sc.OTEL_LLM_SERVER_REQUESTS_RUNNING, unit="{request}", description="Requests a worker is generating."
         )
-        meter.create_observable_gauge(
-            sc.OTEL_LLM_SERVER_KV_CACHE_UTILIZATION,
-            callbacks=[self._kv_callback],
-            unit="1",
-            description="SIMULATED KV-cache use: tokens held by in-flight requests / configured capacity.",
-        )
+        _kv_observer(meter).add(self)
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids), 0)
 
     # -- lifecycle ------------------------------------------------------------
@@ -241,12 +278,10 @@ class GenerationEngine:
         with self._lock:
             self._kv_tokens += n
 
-    def _kv_callback(self, options):
-        from opentelemetry.metrics import Observation
-
+    def kv_utilization(self) -> float:
         with self._lock:
             used = self._kv_tokens
-        return [Observation(min(1.0, used / self.kv_capacity_tokens), self._attrs)]
+        return min(1.0, used / self.kv_capacity_tokens)
 
     def _stage_span(self, job: GenerationJob, stage: str, start_ns: int, end_ns: int) -> None:
         try:
