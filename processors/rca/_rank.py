@@ -350,3 +350,7 @@ def _candidate(comp, acc: _Acc, baselines: BaselineStore, score: float, comp_sco
         },
         trace_ids=tuple(examples),
     )
+
+
+GpuEvent = GpuAnomaly
+"""Alias kept for callers written against the first name of :class:`GpuAnomaly`."""
