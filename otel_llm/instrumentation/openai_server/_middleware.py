@@ -216,7 +216,17 @@ class OpenAIServerMiddleware:
         async def observed_send(message):
             await send(message)  # the client gets it first: nothing is held back
             try:
-                self._observe(state, message)
+                scanner = state.scanner
+                if scanner is not None and message["type"] == "http.response.body" and message.get("more_body"):
+                    body = message.get("body")  # hot path: one SSE chunk of a stream
+                    n = scanner.feed(body) if body else 0
+                    if n:
+                        now = perf_counter_ns()
+                        append = state.timeline.append
+                        for _ in range(n):
+                            append(now)
+                else:
+                    self._observe(state, message)
             except Exception as exc:
                 report_error(_COMPONENT, exc)
 

@@ -18,6 +18,8 @@ __all__ = ["SSEScanner", "nonempty_field", "non_null_field"]
 
 _DATA = b"data:"
 _DONE = b"[DONE]"
+_FR_NULL = b'"finish_reason":null'
+_FR_NULL_SP = b'"finish_reason": null'
 _CONTENT_KEYS = (b'"content"', b'"text"', b'"tool_calls"', b'"reasoning_content"', b'"function_call"')
 
 
@@ -84,7 +86,13 @@ class SSEScanner:
         """Consume one body message; return how many output-carrying events completed in it."""
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n")
-        buf = self._tail + data if self._tail else data
+        if not self._tail:
+            end = data.find(b"\n\n")
+            if end == len(data) - 2:  # fast path: exactly one whole event (what servers send per chunk)
+                return self._event(data[:end]) if end else 0
+            buf = data
+        else:
+            buf = self._tail + data
         start = 0
         tokens = 0
         while True:
@@ -115,8 +123,15 @@ class SSEScanner:
         has_output = nonempty_field(payload)
         if has_output:
             self.content_chunks += 1
-        if self.first or self.capture or non_null_field(payload, b'"finish_reason"') or non_null_field(payload, b'"usage"'):
+        if self.first or self.capture:
             self._parse(payload)
+        else:
+            # the common chunk says "finish_reason":null and has no usage: two finds, no JSON parsing
+            i = payload.find(b'"finish_reason"')
+            finished = (i >= 0 and not payload.startswith(_FR_NULL, i) and not payload.startswith(_FR_NULL_SP, i)
+                        and non_null_field(payload, b'"finish_reason"'))
+            if finished or (b'"usage"' in payload and non_null_field(payload, b'"usage"')):
+                self._parse(payload)
         return 1 if has_output else 0
 
     def _parse(self, payload: bytes) -> None:
