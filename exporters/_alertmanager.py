@@ -245,8 +245,7 @@ class AlertmanagerExporter:
     # ---------------------------------------------------------------- staging
     def _stage(self, incident: Incident) -> None:
         fp = "incident:" + incident.id
-        active = self.queue.active()
-        previous = active.get(fp)
+        previous = self.queue.get_active(fp)
         labels = previous["labels"] if previous else _labels_for(incident, self.extra_labels)
         new_labels = _labels_for(incident, self.extra_labels)
         if previous and new_labels.get("severity") != labels.get("severity"):

@@ -68,10 +68,14 @@ class DurableQueue:
     """Thread-safe; one connection guarded by a lock (SQLite serialises writers anyway)."""
 
     def __init__(self, path: str | Path, *, max_rows: int = 10_000) -> None:
+        """``max_rows`` bounds the outbox (oldest rows evicted; checked every ``max_rows // 8`` puts, at most 256,
+        so it may exceed the bound by that many rows)."""
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.max_rows = max_rows
+        self._puts = 0
+        self._check_every = max(1, min(256, max_rows // 8))
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -90,6 +94,9 @@ class DurableQueue:
                 "version = outbox.version + 1",
                 (target, fingerprint, body, now),
             )
+            self._puts += 1
+            if self._puts % self._check_every and self._puts > 1:  # COUNT(*) scans: check the bound now and then
+                return 0
             (n,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
             evicted = 0
             if n > self.max_rows:
@@ -157,6 +164,11 @@ class DurableQueue:
     def clear_active(self, fingerprint: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM active WHERE fingerprint = ?", (fingerprint,))
+
+    def get_active(self, fingerprint: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT payload FROM active WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        return json.loads(row[0]) if row else None
 
     def active(self) -> dict[str, dict[str, Any]]:
         with self._lock:

@@ -169,7 +169,7 @@ def test_5xx_retried_with_backoff_reported_once_and_counted(recorder, tmp_path, 
     try:
         with caplog.at_level(logging.INFO, logger="otel_llm.exporters.alertmanager"):
             exp.export([make_incident()])
-            assert wait_until(lambda: rec.alerts(), 5)
+            assert wait_until(lambda: exp.stats.sent == 1, 5)  # counted after the response is read
         assert exp.stats.failed_attempts == 4 and exp.stats.sent == 1
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1 and "unavailable (HTTP 500)" in warnings[0].getMessage()
@@ -362,3 +362,21 @@ def test_tls_ca_client_certificate_and_insecure(tmp_path, require):
         assert "tls-insecure" in {a["labels"]["incident_id"] for a in rec.alerts()}
     finally:
         rec.close()
+
+
+def test_outbox_is_bounded_evicting_oldest_and_counting(tmp_path):
+    from otel_llm import _selftelemetry
+
+    before = _selftelemetry.dropped_counts().get(("exporters.alertmanager", "queue_full"), 0)
+    exp = AlertmanagerExporter(["http://127.0.0.1:9"], queue_path=tmp_path / "q.db", max_queue=80, start=False)
+    try:
+        for i in range(1000):
+            exp.export([make_incident(f"b{i}")])
+        size = exp.queue.size()
+        assert 80 <= size <= 90
+        evicted = _selftelemetry.dropped_counts()[("exporters.alertmanager", "queue_full")] - before
+        assert evicted == exp.stats.evicted == 1000 - size
+        kept = {r.payload["labels"]["incident_id"] for r in exp.queue.due("http://127.0.0.1:9", limit=1000)}
+        assert "b999" in kept and "b0" not in kept, "the oldest go first"
+    finally:
+        exp.shutdown(timeout_millis=100)
