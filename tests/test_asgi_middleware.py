@@ -139,6 +139,7 @@ def test_streamed_chunks_are_timed_as_they_pass_without_delay(served, telemetry)
     assert FIRST_DELAY_S <= a[sc.OTEL_LLM_TTFT] < FIRST_DELAY_S + LATER_DELAY_S * 0.8
     assert a[sc.OTEL_LLM_GAP_MAX] >= LATER_DELAY_S * 0.9  # the long gap after the first token
     assert a[sc.HTTP_RESPONSE_STATUS_CODE] == 200 and sc.ERROR_TYPE not in a
+    assert a[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] < FIRST_DELAY_S  # the role-only chunk came first
     (ttft,) = telemetry.points(sc.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN)
     assert ttft.count == 1 and ttft.sum >= FIRST_DELAY_S
     assert ttft.attributes[sc.GEN_AI_OPERATION_NAME] == "chat"
@@ -324,3 +325,24 @@ async def test_instrumentor_patches_starlette_and_uninstrument_restores(telemetr
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_app()), base_url="http://t") as c:
         await c.post("/v1/chat/completions", json={"model": "fake-model"})
     assert telemetry.spans() == []
+
+
+async def test_embeddings_and_gpu_uuids(telemetry, monkeypatch):
+    monkeypatch.setenv("OTEL_LLM_GPU_UUIDS", "GPU-aaaa,GPU-bbbb")
+
+    async def embeddings(scope, receive, send):
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": json.dumps({
+            "object": "list", "model": "emb", "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+            "usage": {"prompt_tokens": 5, "total_tokens": 5}}).encode()})
+
+    app = OpenAIServerMiddleware(embeddings, tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        await client.post("/v1/embeddings", json={"model": "emb", "input": "hello"})
+    (span,) = telemetry.spans()
+    assert span.name == "embeddings emb" and span.attributes[sc.GEN_AI_OPERATION_NAME] == "embeddings"
+    assert span.attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] == 5 and sc.GEN_AI_USAGE_OUTPUT_TOKENS not in span.attributes
+    assert span.attributes[sc.OTEL_LLM_GPU_UUIDS] == ("GPU-aaaa", "GPU-bbbb")
+    usage = telemetry.points(sc.GEN_AI_CLIENT_TOKEN_USAGE)
+    assert [(p.attributes[sc.GEN_AI_TOKEN_TYPE], p.sum) for p in usage] == [("input", 5)]

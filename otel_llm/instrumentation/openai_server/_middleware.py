@@ -102,7 +102,7 @@ class _Request:
 
     __slots__ = (
         "body", "content_type", "disconnected", "json_parts", "json_size", "model", "operation", "req", "scanner",
-        "complete", "server", "span", "start_ns", "status", "stream", "timeline",
+        "complete", "first_chunk_ns", "server", "span", "start_ns", "status", "stream", "timeline",
     )
 
     def __init__(self, operation: str, start_ns: int) -> None:
@@ -122,6 +122,7 @@ class _Request:
         self.content_type = b""
         self.server: tuple | None = None
         self.complete = False
+        self.first_chunk_ns = 0
 
 
 class OpenAIServerMiddleware:
@@ -219,6 +220,8 @@ class OpenAIServerMiddleware:
                 scanner = state.scanner
                 if scanner is not None and message["type"] == "http.response.body" and message.get("more_body"):
                     body = message.get("body")  # hot path: one SSE chunk of a stream
+                    if state.first_chunk_ns == 0 and body:
+                        state.first_chunk_ns = perf_counter_ns()
                     n = scanner.feed(body) if body else 0
                     if n:
                         now = perf_counter_ns()
@@ -308,6 +311,8 @@ class OpenAIServerMiddleware:
                 state.complete = True
             if state.scanner is not None:
                 if body:
+                    if state.first_chunk_ns == 0:
+                        state.first_chunk_ns = perf_counter_ns()
                     n = state.scanner.feed(body)
                     if n:
                         now = perf_counter_ns()
@@ -405,6 +410,8 @@ class OpenAIServerMiddleware:
                 attrs[sc.OTEL_LLM_TOKEN_COUNT_SOURCE] = count_source
             if scanner is not None:
                 attrs[sc.OTEL_LLM_RESPONSE_CHUNKS] = scanner.chunks
+                if state.first_chunk_ns:
+                    attrs[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = (state.first_chunk_ns - state.start_ns) / 1e9
             if state.disconnected:
                 attrs[sc.OTEL_LLM_CLIENT_DISCONNECTED] = True
             if error_type:
