@@ -59,3 +59,40 @@ def test_bad_env_value_exits_with_the_variable_named(captured, monkeypatch):
     assert result.exit_code == 2
     assert "OTEL_LLM_SERVER_MAX_QUEUE" in result.output
     assert "configure" not in captured  # --no-instrument: no telemetry set-up at all
+
+
+def test_vllm_bridge_once_prints_what_it_bridges():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from pathlib import Path
+
+    body = (Path(__file__).parent / "fixtures" / "vllm" / "aibrix_runtime_v0_engine.prom").read_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+        result = CliRunner().invoke(build_app(), ["vllm-bridge", "--url", url, "--once"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 0, result.output
+    assert "otel_llm.server.kv_cache.utilization" in result.output
+    assert "otel_llm.vllm.prompt_tokens" in result.output
+
+
+def test_vllm_bridge_once_fails_clearly_when_unreachable():
+    result = CliRunner().invoke(build_app(), ["vllm-bridge", "--url", "http://127.0.0.1:9/metrics", "--once"])
+    assert result.exit_code == 1
+    assert "could not scrape" in result.output

@@ -1,4 +1,4 @@
-"""``otel-llm serve``: the reference OpenAI-compatible server, instrumented, under uvicorn."""
+"""``otel-llm serve`` (the reference OpenAI-compatible server) and ``otel-llm vllm-bridge``."""
 
 from __future__ import annotations
 
@@ -83,3 +83,70 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         finally:
             if handle is not None:
                 handle.shutdown()
+
+    @app.command("vllm-bridge")
+    def vllm_bridge(
+        url: Optional[str] = typer.Option(
+            None, help="vLLM /metrics URL [env OTEL_LLM_VLLM_METRICS_URL, default http://localhost:8000/metrics]."
+        ),
+        interval: Optional[float] = typer.Option(
+            None, help="Seconds between scrapes [env OTEL_LLM_VLLM_SCRAPE_INTERVAL, default 10]."
+        ),
+        once: bool = typer.Option(False, "--once", help="Scrape once, print what would be emitted, exit."),
+    ) -> None:
+        """Re-emit a vLLM server's Prometheus metrics as OpenTelemetry metrics (exporters from OTEL_* variables).
+
+        Runs until Ctrl-C as a sidecar: semconv names where they map
+        (gen_ai.server.time_to_first_token ...), otel_llm.server.* for queue /
+        prefill / decode / running / waiting / KV cache, otel_llm.vllm.* for the rest.
+        """
+        import threading
+
+        from rich.console import Console
+        from rich.table import Table
+
+        from otel_llm.instrumentation.vllm import VLLMMetricsBridge
+
+        console = Console(stderr=True)
+        if once:
+            from otel_llm.testing import Telemetry
+
+            tel = Telemetry()
+            try:
+                bridge = VLLMMetricsBridge(url, interval, meter_provider=tel.meter_provider, retries=1).attach()
+            except ValueError as exc:
+                console.print(f"[red]invalid setting:[/red] {exc}")
+                raise typer.Exit(2) from None
+            ok = bridge.scrape_once()
+            table = Table(title=f"OpenTelemetry metrics bridged from {bridge.url}")
+            for col in ("metric", "type", "points"):
+                table.add_column(col)
+            for name, points in sorted(tel.metrics().items()):
+                if name.startswith(("gen_ai.", "otel_llm.server.", "otel_llm.vllm.")):
+                    kind = type(points[0]).__name__.replace("DataPoint", "") if points else "-"
+                    table.add_row(name, kind, str(len(points)))
+            bridge.shutdown()
+            tel.shutdown()
+            if not ok:
+                console.print(f"[red]could not scrape {bridge.url}[/red] (see the warning above)")
+                raise typer.Exit(1)
+            Console().print(table)
+            return
+
+        import otel_llm
+
+        try:
+            handle = otel_llm.configure(instrument=False)
+            bridge = VLLMMetricsBridge(url, interval)
+        except ValueError as exc:
+            console.print(f"[red]configuration error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        bridge.start()
+        console.print(f"bridging [cyan]{bridge.url}[/cyan] every {bridge.interval_s:g} s (Ctrl-C to stop)")
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            bridge.shutdown()
+            handle.shutdown()
