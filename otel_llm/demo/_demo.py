@@ -45,7 +45,7 @@ def run_demo(cfg: DemoConfig, *, console: Any = None, live: bool = True, report:
                   + "; ".join(f"{k} = {v}" for k, v in pipeline.components.items()) + "[/]")
     summary = telemetry_summary(run)
     print_summary(console, summary, run.stats)
-    card = score_run(faults=cfg.faults, detections=pipeline.record.detections, rca=pipeline.record.rca,
+    card = score_run(faults=cfg.faults, detections=pipeline.record.detections, rca=pipeline.record.rca, incidents=pipeline.record.incidents,
                      gpu_uuids=run.gpus.uuids, t0=run.t0_wall, duration_s=cfg.duration_s, speedup=cfg.speedup)
     card["run"] = {"duration_s": cfg.duration_s, "speedup": cfg.speedup, "max_rate": cfg.max_rate,
                    "requests": run.stats.sent, "ok": run.stats.ok, "failed": run.stats.failed,

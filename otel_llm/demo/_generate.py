@@ -167,7 +167,7 @@ def generate(out: Path, *, runs: int = 1, seed: int = 0, duration_s: float = 180
             run.pipeline = pipeline
             run.run()
             pipeline.finish(run.t0_wall + duration_s)
-            card = score_run(faults=schedule, detections=pipeline.record.detections, rca=pipeline.record.rca,
+            card = score_run(faults=schedule, detections=pipeline.record.detections, rca=pipeline.record.rca, incidents=pipeline.record.incidents,
                              gpu_uuids=run.gpus.uuids, t0=run.t0_wall, duration_s=duration_s, speedup=speedup)
             (run_dir / "scorecard.json").write_text(json.dumps(card, indent=2, default=str), encoding="utf-8")
             (run_dir / "faults.json").write_text(json.dumps(

@@ -31,6 +31,7 @@ F_GPU_TEMP = 150
 F_POWER = 155
 F_GPU_UTIL = 203
 F_XID = 230
+PREROLL_S = 180.0
 
 
 class DemoGpus:
@@ -44,10 +45,15 @@ class DemoGpus:
         if n < 1:
             raise ValueError("the demo needs at least one GPU")
         self._lock = threading.Lock()
-        self.sim = SimulatedGpus(count=n, model=model, seed=seed, host="demo-node-0")
+        # Pre-roll: the simulator is born PREROLL_S in the past, so its first read integrates that much
+        # physics at the baseline load and the GPUs start warm (a server that has been up a while),
+        # instead of heating up from idle during the demo's warm-up.
+        self._skew = -PREROLL_S
+        self._sim_t0 = time.time() + self._skew
+        self.sim = SimulatedGpus(count=n, model=model, seed=seed, host="demo-node-0", clock=self._clock)
+        self._skew = 0.0
         for i in range(n):  # a serving GPU keeps a resident baseline (weights, KV cache, batching)
             self.sim.set_load(i, baseline_util)
-        self._sim_t0 = time.time()
         self.store = GpuStateStore()
         self._events: list[Any] = []
         self.metrics = GpuMetrics(self.sim, meter_provider=meter_provider, interval_s=1.0, store=self.store,
@@ -55,6 +61,9 @@ class DemoGpus:
         self.uuids: list[str] = list(self.sim.uuids)
         self._index = {u: i for i, u in enumerate(self.uuids)}
         self.component = f"otel_llm.collectors.SimulatedGpus ({n} x {self.sim.spec.name}) + GpuMetrics/GpuTracker"
+
+    def _clock(self) -> float:
+        return time.time() + self._skew
 
     def schedule(self, faults: Sequence[Fault], t0_wall: float) -> None:
         """Hand the GPU faults to the simulator, timed from ``t0_wall`` (the demo's start)."""

@@ -110,8 +110,8 @@ class DemoPipeline:
         self._open: dict[tuple[str, str], Detection] = {}
         self._det_incident: dict[tuple[str, str], str] = {}
         self._incident_seq = 0
-        self._active_incident: Incident | None = None
-        self._last_rca = 0.0
+        self._active: dict[str, Incident] = {}
+        self._last_rca: dict[str, float] = {}
         self._gpu_open: dict[str, Detection] = {}
         self._lock = threading.Lock()
 
@@ -180,20 +180,29 @@ class DemoPipeline:
         return out
 
     # --------------------------------------------------------------- incidents
+    @staticmethod
+    def _scope(d: Detection) -> str:
+        """Incidents are grouped per scope: one GPU's own signals, or the serving path."""
+        uuid = d.attributes.get(semconv.HW_ID)
+        if uuid and not d.attributes.get("service.name"):
+            return f"gpu:{uuid}"
+        return "serving"
+
     def _on_detection(self, d: Detection) -> None:
         key = (d.kind, d.series)
         if d.end is None:
             self._open[key] = d
             self.record.detections.append(d)
-            inc = self._active_incident
+            scope = self._scope(d)
+            inc = self._active.get(scope)
             if inc is None or not inc.active:
                 self._incident_seq += 1
                 inc = Incident(id=f"inc-{self._incident_seq:03d}", start=d.start, severity=d.severity,
                                title=_title(d))
                 self.record.incidents[inc.id] = inc
-                self._active_incident = inc
+                self._active[scope] = inc
                 inc.detections.append(d)
-                self._last_rca = 0.0
+                self._last_rca[inc.id] = 0.0
                 self._alert("firing", inc)
             else:
                 inc.detections.append(d)
@@ -212,21 +221,22 @@ class DemoPipeline:
                                   (d.kind, d.series, d.start, None) else x for x in inc.detections]
 
     def _maybe_close(self, now: float) -> None:
-        inc = self._active_incident
-        if inc is None or not inc.active:
-            return
-        if not any(x.end is None for x in inc.detections):
+        for inc in list(self._active.values()):
+            if not inc.active or any(x.end is None for x in inc.detections):
+                continue
             last = max((x.end or now) for x in inc.detections)
             if now - last >= 4.0:
                 inc.end = last
                 inc.updated = now
                 self._alert("resolved", inc)
 
-    def _maybe_rank(self, now: float) -> None:
-        inc = self._active_incident
-        if inc is None or not inc.active or now - self._last_rca < 4.0:
-            return
-        self._last_rca = now
+    def _maybe_rank(self, now: float, *, force: bool = False) -> None:
+        for inc in list(self._active.values()):
+            if inc.active and (force or now - self._last_rca.get(inc.id, 0.0) >= 4.0):
+                self._rank(inc, now)
+
+    def _rank(self, inc: Incident, now: float) -> None:
+        self._last_rca[inc.id] = now
         open_starts = [x.start for x in inc.detections if x.end is None] or [inc.start]
         # the abnormal window: since the oldest open detection, at most the last rca_window_s
         start = max(min(open_starts) - 4.0, now - self.rca_window_s)
@@ -287,10 +297,7 @@ class DemoPipeline:
     # ------------------------------------------------------------------ close
     def finish(self, now: float) -> None:
         with self._lock:
-            inc = self._active_incident
-            if inc is not None and inc.active:
-                self._last_rca = 0.0
-                self._maybe_rank(now)
+            self._maybe_rank(now, force=True)
         for proc in (self.thr_up, self.thr_down, self.pyod):
             try:
                 proc.shutdown()

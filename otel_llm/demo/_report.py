@@ -47,7 +47,8 @@ code{background:#f0f2f5;padding:1px 4px;border-radius:3px;font-size:12px}
 
 def _svg(fig: Any) -> str:
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    fig.savefig(buf, format="svg", bbox_inches="tight",
+                metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     import matplotlib.pyplot as plt
 
     plt.close(fig)

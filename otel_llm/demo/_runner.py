@@ -39,6 +39,26 @@ from otel_llm.demo._workload import (
 
 _logger = logging.getLogger("otel_llm.demo")
 
+GPU_DECODE_S_PER_TOKEN = 0.004
+"""Simulated accelerator time per decode step on a healthy GPU (times the GPU's slowdown factor)."""
+GPU_PREFILL_S = 0.008
+"""Simulated prefill time on a healthy GPU."""
+
+
+class _OnGpu:
+    """ASGI wrapper: requests served by this replica are stamped with its GPU (``otel_llm.gpu.uuids``)."""
+
+    def __init__(self, app: Any, uuid: str) -> None:
+        self.app = app
+        self.uuid = uuid
+        self.state = getattr(app, "state", None)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from otel_llm._gpu import use_gpus
+
+        with use_gpus([self.uuid]):
+            await self.app(scope, receive, send)
+
 
 @dataclass
 class DemoConfig:
@@ -59,6 +79,8 @@ class DemoConfig:
     """Client-side cap on requests in flight (users are many: keep it above what the server can take)."""
     tick_s: float = 1.0
     window_s: float = 2.0
+    server_max_queue: int = 64
+    """Waiting requests per replica before it answers 429 (the burst fault fills it)."""
     min_history: int = 20
     """Points of a series before its band is fitted (the detectors' warm-up)."""
 
@@ -128,29 +150,44 @@ class DemoRun:
 
     # ------------------------------------------------------------------ services
     def _start_services(self) -> None:
-        from otel_llm.demo._http import serve_in_thread
+        """One reference-server replica per simulated GPU, the retrieval service, the gateway in front."""
         from otel_llm.demo._services import Gateway, RetrievalService
         from otel_llm.models import TINY_MODEL_NAME, build_tiny_model
+        from otel_llm.server import SlowdownController, create_app, run_in_thread
 
         llm_tel = self.telemetry[SERVICE_LLM]
         model, tokenizer = build_tiny_model(seed=self.cfg.seed)
-        from otel_llm.demo._fallback_server import FallbackLLMServer
-
-        server = FallbackLLMServer(model, tokenizer, self.gpus, llm_tel.tracer_provider, llm_tel.meter_provider,
-                                   model_name=TINY_MODEL_NAME)
-        self.server_kind = "demo fallback server (otel_llm.server not available)"
-        self._closers.append(server.close)
         self.model_name = TINY_MODEL_NAME
-        llm = serve_in_thread(server.app(), name="llm-server")
-        self._handles.append(llm)
+        backends: list[tuple[str, str]] = []
+        self.controllers: dict[str, Any] = {}
+        for i, uuid in enumerate(self.gpus.uuids):
+            ctl = SlowdownController(seed=self.cfg.seed + i)
+            app = create_app(model, tokenizer, model_name=TINY_MODEL_NAME, faults=ctl, seed=self.cfg.seed + i,
+                             tracer_provider=llm_tel.tracer_provider, meter_provider=llm_tel.meter_provider,
+                             torch_threads=1, max_queue=self.cfg.server_max_queue)
+            handle = run_in_thread(_OnGpu(app, uuid))
+            self._handles.append(handle)
+            self.controllers[uuid] = ctl
+            backends.append((handle.url, uuid))
+        self._apply_gpu_physics()
+        self.server_kind = (f"otel_llm.server reference server x{len(backends)} (one replica per simulated GPU, "
+                            "OpenAI-server middleware instrumented)")
         self.retrieval = RetrievalService(self.telemetry[SERVICE_RETRIEVAL].tracer_provider, seed=self.cfg.seed)
-        ret = serve_in_thread(self.retrieval.app(), name="retrieval")
+        ret = run_in_thread(self.retrieval.app())
         self._handles.append(ret)
-        self.gateway = Gateway(self.telemetry[SERVICE_GATEWAY].tracer_provider, llm_url=llm.url,
-                               retrieval_url=ret.url)
-        gw = serve_in_thread(self.gateway.app(), name="gateway")
+        self.gateway = Gateway(self.telemetry[SERVICE_GATEWAY].tracer_provider, llm_backends=backends,
+                               retrieval_url=ret.url, healthy=lambda uuid: not self.gpus.is_lost(uuid))
+        gw = run_in_thread(self.gateway.app())
         self._handles.append(gw)
         self.gateway_url = gw.url
+
+    def _apply_gpu_physics(self) -> None:
+        """Each replica's decode/prefill cost follows its simulated GPU (slowdown factor); a lost GPU fails."""
+        for uuid, ctl in self.controllers.items():
+            lost = self.gpus.is_lost(uuid)
+            factor = self.gpus.slowdown_factor(uuid)
+            ctl.set(decode_delay_per_token_s=GPU_DECODE_S_PER_TOKEN * factor,
+                    prefill_delay_s=GPU_PREFILL_S * factor, fail_rate=1.0 if lost else 0.0)
 
     def _stop_services(self) -> None:
         for h in reversed(self._handles):
@@ -195,7 +232,16 @@ class DemoRun:
         now = time.time()
         t = now - self.t0_wall
         active = self._apply_faults(t) if not final else []
+        if not final:
+            self._apply_gpu_physics()
         spans = self.sink.drain()
+        for sp in spans:  # the simulator's utilisation follows the work each GPU did
+            if sp.service == SERVICE_LLM and sp.kind == "server":
+                gpus = sp.attributes.get("otel_llm.gpu.uuids") or ()
+                queue = sp.attributes.get("otel_llm.queue.duration") or 0.0
+                for g in gpus:
+                    if g in self.controllers:
+                        self.gpus.add_busy(g, max(0.0, sp.duration - float(queue)))
         self.aggregator.add_spans(spans)
         samples, events = self.gpus.poll()
         points = self.aggregator.flush(now, final=final) + gpu_points(samples)

@@ -6,8 +6,9 @@ Rules (stated in the report too):
   ``[start - 2 s, min(end + grace, next fault start))`` (``grace`` 15 s: queues
   drain after a fault ends); its **delay** is that detection's start minus the
   fault's start, in demo seconds; the target is delay <= 60 s;
-* its **RCA** is the last ranking computed for an incident while the fault was
-  active (or up to ``grace`` after, before the next fault): ``top`` is the
+* its **RCA** is the last ranking computed, while the fault was active (or up
+  to ``grace`` after, before the next fault), for the incident that the fault's
+  first detection opened or joined (any incident's, when that one has none): ``top`` is the
   candidate ranked first and ``rank`` the 1-based position of the true root
   cause (None when absent);
 * a **false alarm** is a detection that opens in a clean interval: before the
@@ -48,8 +49,13 @@ def matches(c: RootCauseCandidate, truth: RootCause, fault_kind: str = "") -> bo
 
 
 def score_run(*, faults: Sequence[Fault], detections: Sequence[Detection], rca: Sequence[Any],
-              gpu_uuids: Sequence[str], t0: float, duration_s: float, speedup: float) -> dict[str, Any]:
+              gpu_uuids: Sequence[str], t0: float, duration_s: float, speedup: float,
+              incidents: Any = None) -> dict[str, Any]:
     faults = sorted(faults, key=lambda f: f.start)
+    incident_of: dict[tuple, str] = {}
+    for inc in (incidents or {}).values():
+        for d in inc.detections:
+            incident_of[(d.kind, d.series, d.start)] = inc.id
     per_fault: list[dict[str, Any]] = []
     for i, f in enumerate(faults):
         nxt = faults[i + 1].start if i + 1 < len(faults) else duration_s + GRACE_S
@@ -58,7 +64,9 @@ def score_run(*, faults: Sequence[Fault], detections: Sequence[Detection], rca: 
         truth = f.root_cause(gpu_uuids)
         first = hits[0] if hits else None
         delay = (first.start - t0 - f.start) if first else None
-        snaps = [s for s in rca if f.start <= s.t - t0 <= min(f.end + GRACE_S, nxt)]
+        in_window = [s for s in rca if f.start <= s.t - t0 <= min(f.end + GRACE_S, nxt)]
+        first_inc = incident_of.get((first.kind, first.series, first.start)) if first else None
+        snaps = [s for s in in_window if s.incident_id == first_inc] or in_window
         ranking = snaps[-1].candidates if snaps else []
         rank = next((j + 1 for j, c in enumerate(ranking) if matches(c, truth, f.kind)), None)
         per_fault.append({

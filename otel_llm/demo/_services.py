@@ -6,8 +6,9 @@
   extracted, a ``vector_search`` child span.
 * :class:`Gateway` -- the front door the load hits: ``POST /v1/chat/completions``.
   For requests marked ``x-otel-llm-retrieval: 1`` it first calls retrieval (CLIENT
-  span, ``traceparent`` injected), then streams the completion from the LLM server
-  (CLIENT span, context injected) back to the caller chunk by chunk.
+  span, ``traceparent`` injected), then routes the completion to the least-busy
+  healthy LLM server replica (one per GPU, as data-parallel vLLM replicas are)
+  and streams it back chunk by chunk (CLIENT span, context injected).
 
 Both use their own tracer provider (distinct ``service.name``), so a trace spans
 three services: gateway -> retrieval, gateway -> llm-server.
@@ -19,6 +20,7 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -79,11 +81,17 @@ class RetrievalService:
 class Gateway:
     """Front service: optional retrieval call, then a streamed completion from the LLM server."""
 
-    def __init__(self, tracer_provider: Any, *, llm_url: str, retrieval_url: str, timeout_s: float = 60.0) -> None:
+    def __init__(self, tracer_provider: Any, *, llm_backends: list[tuple[str, str]], retrieval_url: str,
+                 healthy: Callable[[str], bool] | None = None, timeout_s: float = 60.0) -> None:
+        """``llm_backends``: (base URL, GPU UUID) per replica; ``healthy(uuid)`` routes around lost GPUs."""
         import httpx
 
+        if not llm_backends:
+            raise ValueError("the gateway needs at least one LLM backend")
         self.tracer = tracer_provider.get_tracer("otel_llm.demo.gateway")
-        self.llm_url = llm_url.rstrip("/")
+        self.backends = [(u.rstrip("/"), g) for u, g in llm_backends]
+        self.healthy = healthy or (lambda _uuid: True)
+        self._busy = dict.fromkeys(range(len(self.backends)), 0)
         self.retrieval_url = retrieval_url.rstrip("/")
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
         self._client = httpx.AsyncClient(timeout=timeout_s, limits=limits)
@@ -119,7 +127,14 @@ class Gateway:
                     _fail(span, 502, "retrieval failed")
                     span.end()
                     return JSONResponse({"error": {"message": "retrieval failed"}}, status_code=502)
-            return StreamingResponse(self._stream(span, ctx, body, t0), media_type="text/event-stream")
+            healthy = [i for i, (_, g) in enumerate(self.backends) if self.healthy(g)]
+            if not healthy:
+                _fail(span, 503, "no healthy LLM replica")
+                span.end()
+                return JSONResponse({"error": {"message": "no healthy LLM replica"}}, status_code=503)
+            pick = min(healthy, key=lambda i: self._busy[i])
+            self._busy[pick] += 1
+            return StreamingResponse(self._stream(span, ctx, body, t0, pick), media_type="text/event-stream")
 
         return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
 
@@ -148,12 +163,13 @@ class Gateway:
                 return False
             return True
 
-    async def _stream(self, span: Any, ctx: Any, body: dict, t0: float):
+    async def _stream(self, span: Any, ctx: Any, body: dict, t0: float, backend: int):
+        url, gpu = self.backends[backend]
         token = otel_context.attach(ctx)
         cspan = self.tracer.start_span(
             f"chat {body.get('model', '')}".strip(), kind=SpanKind.CLIENT,
             attributes={semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_CHAT, "server.address": "llm-server",
-                        "http.request.method": "POST"},
+                        "http.request.method": "POST", "server.port": int(url.rsplit(":", 1)[-1])},
         )
         otel_context.detach(token)
         headers: dict[str, str] = {}
@@ -161,7 +177,7 @@ class Gateway:
         status = 0
         first = True
         try:
-            async with self._client.stream("POST", f"{self.llm_url}/v1/chat/completions", json=body,
+            async with self._client.stream("POST", f"{url}/v1/chat/completions", json=body,
                                            headers=headers) as resp:
                 status = resp.status_code
                 cspan.set_attribute("http.response.status_code", status)
@@ -184,6 +200,7 @@ class Gateway:
             status = status or 502
             yield f"data: {json.dumps({'error': {'message': 'upstream failed', 'status': 502}})}\n\n"
         finally:
+            self._busy[backend] -= 1
             if status >= 400:
                 _fail(cspan, status, "upstream error")
                 _fail(span, status, "upstream error")
