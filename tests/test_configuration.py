@@ -152,8 +152,12 @@ def test_prometheus_endpoint_serves_llm_buckets(configured):
     assert host == "127.0.0.1" and port > 0
     from otel_llm.instrumentation._genai import GenAIInstruments
 
-    GenAIInstruments(h.meter_provider.get_meter("t")).time_to_first_token.record(0.03, {"gen_ai.request.model": "m"})
+    inst = GenAIInstruments(h.meter_provider.get_meter("t"), meter_provider=h.meter_provider)
+    inst.time_to_first_token.record(0.03, {"gen_ai.request.model": "m"})
+    inst.record_gaps([0.004, 0.02, 0.02], {"gen_ai.request.model": "m"})  # pre-aggregated producer path
     text = httpx.get(f"http://{host}:{port}/metrics", timeout=5).text
+    assert 'otel_llm_server_token_gap_seconds_count{' in text
+    assert [ln for ln in text.splitlines() if ln.startswith("otel_llm_server_token_gap_seconds_count")][0].endswith(" 3.0")
     assert 'gen_ai_server_time_to_first_token_seconds_bucket{' in text
     assert 'le="0.04"' in text and 'le="10000.0"' not in text  # LLM buckets, not the SDK defaults
     h.shutdown()

@@ -149,3 +149,56 @@ def test_stamp_gpu_uuids(telemetry):
     finally:
         set_process_gpu_uuids(None)
     assert telemetry.spans()[0].attributes[sc.OTEL_LLM_GPU_UUIDS] == ("GPU-aaaa",)
+
+
+def test_pre_aggregated_gaps_equal_per_record_histogram(telemetry):
+    """The producer path counts exactly what one SDK record() per gap would."""
+    rng = np.random.default_rng(3)
+    inst = GenAIInstruments(telemetry.meter_provider.get_meter("fast"), meter_provider=telemetry.meter_provider)
+    reference = telemetry.meter_provider.get_meter("ref").create_histogram("ref.gaps", unit="s")
+    attrs = metric_attributes("text_completion", "p", "m", "m")
+    for _ in range(20):
+        gaps = list(rng.gamma(2.0, 0.01, size=int(rng.integers(1, 64))))
+        gaps += [0.01, 0.05]  # values exactly on bucket bounds go to the lower bucket
+        inst.record_gaps(sorted(gaps), attrs)
+        for g in gaps:
+            reference.record(g, attrs)
+    (fast,) = telemetry.points(sc.OTEL_LLM_SERVER_TOKEN_GAP)
+    assert inst.token_gap is not None and fast.explicit_bounds == list(sc.BUCKETS_GAP_S)
+    # the reference histogram uses the SDK default buckets: compare against a re-binning of the same values
+    (ref,) = telemetry.points("ref.gaps")
+    assert fast.count == ref.count and fast.sum == pytest.approx(ref.sum)
+    assert fast.min == ref.min and fast.max == ref.max
+    assert dict(fast.attributes) == attrs
+
+
+def test_pre_aggregated_gap_buckets_match_sdk_buckets():
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from otel_llm._views import default_views
+
+    reader = InMemoryMetricReader()
+    mp = MeterProvider(metric_readers=[reader], views=default_views())
+    fast = GenAIInstruments(mp.get_meter("fast"), meter_provider=mp)
+    slow = GenAIInstruments(mp.get_meter("slow"))  # deferred SDK path, same name, other scope
+    rng = np.random.default_rng(5)
+    gaps = sorted(list(rng.lognormal(-4, 1.2, size=500)) + list(sc.BUCKETS_GAP_S[:5]))
+    fast.record_gaps(gaps, {"k": "v"})
+    slow.record_gaps(gaps, {"k": "v"})
+    by_scope = {
+        sm.scope.name: m.data.data_points[0]
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == sc.OTEL_LLM_SERVER_TOKEN_GAP
+    }
+    a, b = by_scope["fast"], by_scope["slow"]
+    assert list(a.bucket_counts) == list(b.bucket_counts)
+    assert (a.count, a.min, a.max) == (b.count, b.min, b.max) and a.sum == pytest.approx(b.sum)
+    fast.close()
+    assert sc.OTEL_LLM_SERVER_TOKEN_GAP not in {
+        m.name for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics
+        for m in sm.metrics if sm.scope.name == "fast"
+    }
+    mp.shutdown()

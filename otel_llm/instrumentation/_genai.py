@@ -14,18 +14,23 @@ Three pieces, all cheap enough for the token hot path:
 
 Per-gap histogram points
 ------------------------
-``otel_llm.server.token_gap`` receives one point per inter-token gap: the
-fleet-wide gap distribution (p99 inter-token latency across all requests,
-as vLLM's ``inter_token_latency_seconds``) cannot be rebuilt from per-request
+``otel_llm.server.token_gap`` counts every inter-token gap: the fleet-wide
+gap distribution (p99 inter-token latency across all requests, as vLLM's
+``inter_token_latency_seconds``) cannot be rebuilt from per-request
 summaries. One SDK ``Histogram.record`` costs ~5-7 us, so recording 31 gaps
-inline would cost ~0.2 ms per 32-token call. Instead the gap list is handed
-to a bounded queue (one ``deque.append``) and recorded by the SDK's own
-collection cycle: an observable-instrument callback drains the queue into
-the histogram just before the reader collects (the SDK runs callbacks before
-reading synchronous storage), so every gap lands in the very next export.
-The work moves off the request path onto the exporter's thread; the request
-keeps its span context for exemplars. When the queue is full (no reader ever
-collects) the oldest gaps are dropped and counted (``otel_llm.dropped``).
+one by one would cost ~0.2 ms of CPU per 32-token call. Two paths, both
+exact:
+
+* given an SDK ``MeterProvider`` (``GenAIInstruments(meter,
+  meter_provider=mp)``), gaps are binned per request from the already
+  sorted list (one ``bisect`` per bucket bound, ~3 us per request) into a
+  pre-aggregated cumulative histogram that every reader collects through a
+  MetricProducer (:mod:`otel_llm.instrumentation._gaps`);
+* otherwise (API proxy / no-op provider), the gap list is queued (one
+  ``deque.append``) and recorded value by value by the SDK's own collection
+  cycle: an observable-instrument callback drains the queue into the
+  histogram just before the reader collects. Bounded: when no reader ever
+  collects, the oldest gaps are dropped and counted (``otel_llm.dropped``).
 """
 
 from __future__ import annotations
@@ -78,7 +83,9 @@ def stall_threshold_s(arg_ms: float | None = None) -> float:
 class GenAIInstruments:
     """Every GenAI server instrument on one meter. Create once per instrumentor/meter, share freely."""
 
-    def __init__(self, meter: Meter) -> None:
+    def __init__(self, meter: Meter, *, meter_provider: Any = None) -> None:
+        """``meter_provider``: the SDK MeterProvider behind ``meter``; enables the pre-aggregated gap histogram."""
+
         def hist(name: str, unit: str, description: str):
             return meter.create_histogram(
                 name,
@@ -107,6 +114,10 @@ class GenAIInstruments:
         self.prefill_duration = hist(sc.OTEL_LLM_SERVER_PREFILL_DURATION, "s", "Time spent in prefill (prompt processing).")
         self.decode_duration = hist(sc.OTEL_LLM_SERVER_DECODE_DURATION, "s", "Time from the first to the last output token.")
         self.batch_size = hist(sc.OTEL_LLM_SERVER_BATCH_SIZE, "{sequence}", "Sequences generated together in one call or engine step.")
+        self._gap_histogram: Any = None
+        self._detach: Any = None
+        if meter_provider is not None:
+            self._attach_gap_histogram(meter, meter_provider)
         self._pending: deque[tuple[Sequence[float], Mapping[str, Any], Context | None]] = deque()
         self._pending_n = 0
         self._lock = threading.Lock()
@@ -118,7 +129,44 @@ class GenAIInstruments:
             description="otel-llm internal: records deferred per-token gap points at collection (no data).",
         )
 
-    # -- deferred gap points -------------------------------------------------
+    # -- gap points ----------------------------------------------------------
+    def _attach_gap_histogram(self, meter: Meter, meter_provider: Any) -> None:
+        try:
+            from opentelemetry.sdk.metrics import MeterProvider
+            from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+            if not isinstance(meter_provider, MeterProvider):
+                return  # proxy / no-op: the deferred path
+            from otel_llm.instrumentation._gaps import GapHistogram
+            from otel_llm.instrumentation.vllm._producer import attach_producer
+
+            scope = getattr(meter, "_instrumentation_scope", None) or InstrumentationScope("otel_llm")
+            gaps = GapHistogram(
+                sc.OTEL_LLM_SERVER_TOKEN_GAP, "s",
+                "Every inter-token gap: time between consecutive output tokens (decode steps) of one request.",
+                bucket_boundaries(sc.OTEL_LLM_SERVER_TOKEN_GAP) or sc.BUCKETS_GAP_S, scope,
+            )
+            self._detach = attach_producer(meter_provider, gaps)
+            self._gap_histogram = gaps
+        except Exception as exc:  # fall back to the deferred SDK path
+            report_error("genai.gap_histogram", exc)
+
+    def record_gaps(
+        self, ordered_s: Sequence[float], attributes: Mapping[str, Any], context: Context | None = None
+    ) -> None:
+        """Count every gap of one request (``ordered_s`` ascending) in ``otel_llm.server.token_gap``."""
+        if self._gap_histogram is not None:
+            self._gap_histogram.add_sorted(ordered_s, attributes)
+        else:
+            self.defer_gaps(ordered_s, attributes, context)
+
+    def close(self) -> None:
+        """Detach the gap producer from the MeterProvider (instrumentor uninstrument)."""
+        detach, self._detach = self._detach, None
+        if detach is not None:
+            detach()
+        self._gap_histogram = None
+
     def defer_gaps(self, gaps_s: Sequence[float], attributes: Mapping[str, Any], context: Context | None) -> None:
         """Queue per-gap points for ``token_gap`` (recorded at the next collection)."""
         n = len(gaps_s)
@@ -163,7 +211,10 @@ class GenAIInstruments:
 class TimelineSummary:
     """Statistics of one generation's token arrival times (seconds)."""
 
-    __slots__ = ("gap_max", "gap_p50", "gap_p90", "gap_p99", "gaps", "stall_threshold", "stalls", "tokens", "tpot", "ttft")
+    __slots__ = (
+        "gap_max", "gap_p50", "gap_p90", "gap_p99", "gaps", "sorted_gaps", "stall_threshold", "stalls", "tokens",
+        "tpot", "ttft",
+    )
 
     def __init__(
         self,
@@ -177,7 +228,9 @@ class TimelineSummary:
         gap_max: float | None,
         stalls: int,
         stall_threshold: float,
+        sorted_gaps: list[float] | None = None,
     ) -> None:
+        self.sorted_gaps = sorted_gaps if sorted_gaps is not None else sorted(gaps)
         self.tokens = tokens
         self.ttft = ttft
         self.tpot = tpot
@@ -261,6 +314,7 @@ class TokenTimeline:
             ordered[-1],
             stalls,
             stall_threshold,
+            ordered,
         )
 
 
@@ -359,7 +413,7 @@ def record_generation(
             if summary.tpot is not None:
                 instruments.time_per_output_token.record(summary.tpot, metric_attrs, context)
         if summary.gaps:
-            instruments.defer_gaps(summary.gaps, metric_attrs, context)
+            instruments.record_gaps(summary.sorted_gaps, metric_attrs, context)
         if summary.stalls:
             instruments.stalls.add(summary.stalls, metric_attrs, context)
     if input_tokens is not None:

@@ -55,6 +55,7 @@ class TransformersInstrumentor(BaseInstrumentor):
     # call: state lives in class defaults and is only set in _instrument/_uninstrument.
     _epoch = 0  # post-import hooks from an earlier instrument() compare it and stand down
     _wrapped: tuple[tuple[Any, str], ...] = ()
+    _instruments: Any = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -69,9 +70,11 @@ class TransformersInstrumentor(BaseInstrumentor):
         from otel_llm.instrumentation.transformers._wrapper import GenerateWrapper, pipeline_forward_wrapper
 
         capture = capture_content(kwargs.get("capture_content"))
+        instruments = GenAIInstruments(meter, meter_provider=kwargs.get("meter_provider") or metrics.get_meter_provider())
+        self._instruments = instruments
         wrapper = GenerateWrapper(
             tracer,
-            GenAIInstruments(meter),
+            instruments,
             capture_content=capture,
             stall_threshold_s=stall_threshold_s(kwargs.get("stall_threshold_ms")),
         )
@@ -99,3 +102,6 @@ class TransformersInstrumentor(BaseInstrumentor):
         wrapped, self._wrapped = self._wrapped, ()
         for owner, name in reversed(wrapped):
             unwrap(owner, name)
+        instruments, self._instruments = self._instruments, None
+        if instruments is not None:
+            instruments.close()
