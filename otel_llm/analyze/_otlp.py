@@ -209,29 +209,44 @@ def _json_id(value: Any, n: int) -> str | None:
 
 
 def spans_from_json(data: Mapping[str, Any]) -> list[SpanRecord]:
-    """One OTLP/JSON ``ExportTraceServiceRequest`` object to records (invalid spans skipped)."""
+    """One OTLP/JSON ``ExportTraceServiceRequest`` object to records (invalid spans skipped).
+
+    Accepts the OTLP/JSON spelling (lowerCamelCase, hex ids, integer enums) and tolerates
+    proto field names, enum names and base64 ids that generic tools sometimes write."""
     out: list[SpanRecord] = []
+    append = out.append
+    attributes = _json_attributes
+    ids: dict[Any, str | None] = {}
+
+    def norm(value: Any, n: int) -> str | None:
+        got = ids.get(value, "")
+        if got == "":
+            got = ids[value] = _json_id(value, n) if isinstance(value, str) else None
+        return got
+
     for rs in data.get("resourceSpans") or data.get("resource_spans") or ():
-        resource = _json_attributes((rs.get("resource") or {}).get("attributes"))
+        resource = attributes((rs.get("resource") or {}).get("attributes"))
         service = str(resource.get("service.name", "unknown_service"))
-        trace_ids: dict[Any, str | None] = {}
         for ss in rs.get("scopeSpans") or rs.get("scope_spans") or rs.get("instrumentationLibrarySpans") or ():
             for sp in ss.get("spans") or ():
-                raw_tid = sp.get("traceId", sp.get("trace_id"))
-                tid = trace_ids.get(raw_tid, "")
-                if tid == "":
-                    tid = trace_ids[raw_tid] = _json_id(raw_tid, 16) if isinstance(raw_tid, str) else None
-                sid = _json_id(sp.get("spanId", sp.get("span_id")), 8)
+                if "traceId" in sp:
+                    tid, sid, pid = sp["traceId"], sp.get("spanId"), sp.get("parentSpanId")
+                    start, end = sp.get("startTimeUnixNano", 0), sp.get("endTimeUnixNano", 0)
+                else:
+                    tid, sid, pid = sp.get("trace_id"), sp.get("span_id"), sp.get("parent_span_id")
+                    start, end = sp.get("start_time_unix_nano", 0), sp.get("end_time_unix_nano", 0)
+                tid = norm(tid, 16)
+                sid = _json_id(sid, 8)
                 if tid is None or sid is None:
                     continue
                 kind = sp.get("kind", 0)
                 kind = _KIND_NAMES.get(kind, KIND_INTERNAL) if isinstance(kind, str) else _KINDS.get(kind, KIND_INTERNAL)
-                code = (sp.get("status") or {}).get("code", 0)
-                out.append(SpanRecord(
-                    tid, sid, _json_id(sp.get("parentSpanId", sp.get("parent_span_id")), 8), sp.get("name", ""),
-                    service, int(sp.get("startTimeUnixNano", sp.get("start_time_unix_nano", 0))) / 1e9,
-                    int(sp.get("endTimeUnixNano", sp.get("end_time_unix_nano", 0))) / 1e9,
-                    kind, code in (2, "STATUS_CODE_ERROR"), _json_attributes(sp.get("attributes")), resource,
+                status = sp.get("status")
+                code = status.get("code", 0) if status else 0
+                append(SpanRecord(
+                    tid, sid, norm(pid, 8) if pid else None, sp.get("name", ""), service,
+                    int(start) / 1e9, int(end) / 1e9, kind, code == 2 or code == "STATUS_CODE_ERROR",
+                    attributes(sp.get("attributes")), resource,
                 ))
     return out
 

@@ -95,6 +95,12 @@ class Intake:
                content_type: str, content_encoding: str | None) -> Outcome:
         """Decode, admit, queue for analysis and forwarding."""
         self.stats[f"{signal}_requests"] += 1
+        fwd = self.forwarder
+        if self.pipeline.full() or (fwd is not None and fwd.full(len(raw))):
+            # Refuse before decoding: under overload a refusal must cost almost nothing.
+            self.stats["overloaded"] += 1
+            report_dropped(_COMPONENT, "overloaded", 1)
+            return Outcome(OVERLOADED, "analysis queue full; retry later")
         try:
             request = decode_traces(decoded_body, json_payload) if signal == "traces" else \
                 decode_metrics(decoded_body, json_payload)
@@ -102,7 +108,6 @@ class Intake:
             self.stats["malformed"] += 1
             return Outcome(MALFORMED, str(exc))
         spans = count_spans(request) if signal == "traces" else 0
-        fwd = self.forwarder
         if self.pipeline.full(spans) or (fwd is not None and fwd.full(len(raw))):
             self.stats["overloaded"] += 1
             report_dropped(_COMPONENT, "overloaded", spans or 1)

@@ -25,7 +25,7 @@ _logger = logging.getLogger(__name__)
 DEFAULT_HTTP = "127.0.0.1:4318"
 DEFAULT_GRPC = "127.0.0.1:4317"
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
-DEFAULT_QUEUE_SIZE = 256
+DEFAULT_QUEUE_SIZE = 64
 
 
 def _split(endpoint: str, name: str) -> tuple[str, int]:
@@ -46,7 +46,7 @@ class AnalyzeConfig:
     tls_key: str | None = None
     max_request_bytes: int | None = None
     queue_size: int | None = None
-    max_queued_spans: int = 500_000
+    max_queued_spans: int = 100_000
     quiet_period_s: float | None = None
 
     def resolve(self) -> AnalyzeConfig:

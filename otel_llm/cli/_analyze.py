@@ -27,7 +27,7 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         max_request_bytes: Optional[int] = typer.Option(None, "--max-request-bytes", help="Largest request body "
                                                         "(default 8 MiB) (env OTEL_LLM_ANALYZE_MAX_REQUEST_BYTES)"),
         queue_size: Optional[int] = typer.Option(None, "--queue-size", help="Requests queued for analysis / "
-                                                 "forwarding before 503 (default 256)"),
+                                                 "forwarding before 503 (default 64)"),
         quiet_period: Optional[float] = typer.Option(None, "--quiet-period", help="Seconds without spans before a "
                                                      "trace is complete (default 10) (env OTEL_LLM_RCA_QUIET_PERIOD)"),
         jsonl: Optional[Path] = typer.Option(None, "--jsonl", help="Append incidents as JSON lines to this file"),

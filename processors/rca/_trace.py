@@ -210,20 +210,29 @@ def summarize(spans: Sequence[SpanRecord], *, partial: bool = False) -> TraceSum
             for u in (uuids,) if isinstance(uuids, str) else uuids:
                 gpus.setdefault(str(u), s.service)
         kids = children.get(s.span_id, ())
-        clipped: list[tuple[float, float, int]] = []
-        for i, c in enumerate(kids):
-            cs, ce = c.start, c.end
-            if cs < s.start - _SKEW_TOLERANCE_S or ce > s.end + _SKEW_TOLERANCE_S:
-                count("clock_skew")
-            cs, ce = max(cs, s.start), min(ce, s.end)
-            if ce > cs:
-                clipped.append((cs, ce, i))
-        critical = _critical_children(s.start, s.end, clipped) if clipped else set()
         mine = on_path.get(s.span_id, False)
-        for i, c in enumerate(kids):
-            on_path[c.span_id] = mine and (i in critical or not clipped)
-            stack.append(c)
-        self_time = max(0.0, s.duration - _union_length([(a, b) for a, b, _ in clipped]))
+        p_start, p_end = s.start, s.end
+        self_time = p_end - p_start
+        if kids:
+            clipped: list[tuple[float, float, int]] = []
+            for i, c in enumerate(kids):
+                cs, ce = c.start, c.end
+                if cs < p_start - _SKEW_TOLERANCE_S or ce > p_end + _SKEW_TOLERANCE_S:
+                    count("clock_skew")
+                if cs < p_start:
+                    cs = p_start
+                if ce > p_end:
+                    ce = p_end
+                if ce > cs:
+                    clipped.append((cs, ce, i))
+            critical = _critical_children(p_start, p_end, clipped) if clipped else set()
+            for i, c in enumerate(kids):
+                on_path[c.span_id] = mine and (i in critical or not clipped)
+                stack.append(c)
+            if clipped:
+                self_time -= _union_length([(a, b) for a, b, _ in clipped])
+                if self_time < 0.0:
+                    self_time = 0.0
         origin = s.error and s.span_id not in errored_child
         _attribute(s, kids, self_time, mine, origin, by_id, contributions)
 
@@ -232,8 +241,8 @@ def summarize(spans: Sequence[SpanRecord], *, partial: bool = False) -> TraceSum
             count("cycle")
     return TraceSummary(
         trace_id=root.trace_id,
-        start=min(s.start for s in ordered),
-        end=max(s.end for s in ordered),
+        start=min([s.start for s in ordered]),
+        end=max([s.end for s in ordered]),
         root_service=root.service,
         root_operation=root.name,
         error=root.error,
