@@ -346,3 +346,14 @@ async def test_embeddings_and_gpu_uuids(telemetry, monkeypatch):
     assert span.attributes[sc.OTEL_LLM_GPU_UUIDS] == ("GPU-aaaa", "GPU-bbbb")
     usage = telemetry.points(sc.GEN_AI_CLIENT_TOKEN_USAGE)
     assert [(p.attributes[sc.GEN_AI_TOKEN_TYPE], p.sum) for p in usage] == [("input", 5)]
+
+
+async def test_record_metrics_false_keeps_spans_and_drops_points(telemetry):
+    app = OpenAIServerMiddleware(_app(), tracer_provider=telemetry.tracer_provider,
+                                 meter_provider=telemetry.meter_provider, record_metrics=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        await client.post("/v1/chat/completions", json={"model": "fake-model"})
+    (span,) = telemetry.spans()
+    assert span.attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == 2
+    assert telemetry.points(sc.GEN_AI_SERVER_REQUEST_DURATION) == []
+    assert telemetry.points(sc.GEN_AI_CLIENT_TOKEN_USAGE) == []

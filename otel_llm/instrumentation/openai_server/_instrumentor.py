@@ -35,7 +35,8 @@ class OpenAIServerInstrumentor(BaseInstrumentor):
     Options (``instrument()`` and ``instrument_app()``): ``tracer_provider``,
     ``meter_provider``, ``provider_name`` (``gen_ai.provider.name``, default
     ``openai_compatible``; e.g. ``vllm`` for vLLM's server), ``capture_content``,
-    ``stall_threshold_ms``, ``paths`` (path suffix -> operation name).
+    ``stall_threshold_ms``, ``paths`` (path suffix -> operation name), ``record_metrics``
+    (``False``: spans only, e.g. in vLLM's server when its ``/metrics`` is bridged).
     """
 
     _active = False
@@ -49,7 +50,7 @@ class OpenAIServerInstrumentor(BaseInstrumentor):
         shared = _Shared(
             kwargs.get("tracer_provider"), kwargs.get("meter_provider"),
             kwargs.get("provider_name", sc.PROVIDER_OPENAI_COMPATIBLE), kwargs.get("capture_content"),
-            kwargs.get("stall_threshold_ms"),
+            kwargs.get("stall_threshold_ms"), kwargs.get("record_metrics", True),
         )
         paths = kwargs.get("paths")
         instrumentor = self

@@ -27,6 +27,7 @@ output-carrying SSE chunks (``= chunks``; a chunk may hold several tokens).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import deque
 from collections.abc import Iterable
@@ -46,6 +47,7 @@ from otel_llm.instrumentation._genai import (
     GenAIInstruments,
     TokenTimeline,
     metric_attributes,
+    metrics_recorded_by_caller,
     record_generation,
     stall_threshold_s,
     stamp_gpu_uuids,
@@ -88,13 +90,15 @@ def _headers(scope: dict[str, Any]) -> dict[str, list[str]]:
 class _Shared:
     """Telemetry objects bound once per middleware (or per instrumentor)."""
 
-    def __init__(self, tracer_provider, meter_provider, provider_name: str, capture: bool | None, stall_ms: float | None):
+    def __init__(self, tracer_provider, meter_provider, provider_name: str, capture: bool | None, stall_ms: float | None,
+                 record_metrics: bool = True):
         self.tracer = trace.get_tracer(__name__, __version__, tracer_provider=tracer_provider, schema_url=sc.SCHEMA_URL)
         meter = metrics.get_meter(__name__, __version__, meter_provider=meter_provider, schema_url=sc.SCHEMA_URL)
         self.instruments = GenAIInstruments(meter)
         self.provider_name = provider_name
         self.capture = _capture_content(capture)
         self.stall_s = stall_threshold_s(stall_ms)
+        self.record_metrics = record_metrics
 
 
 class _Request:
@@ -148,11 +152,14 @@ class OpenAIServerMiddleware:
         capture_content: bool | None = None,
         stall_threshold_ms: float | None = None,
         paths: dict[str, str] | None = None,
+        record_metrics: bool = True,
         enabled=None,
         _shared: _Shared | None = None,
     ) -> None:
         self.app = app
-        self._shared = _shared or _Shared(tracer_provider, meter_provider, provider_name, capture_content, stall_threshold_ms)
+        self._shared = _shared or _Shared(
+            tracer_provider, meter_provider, provider_name, capture_content, stall_threshold_ms, record_metrics
+        )
         self._paths = dict(paths or DEFAULT_PATHS)
         self._exact = self._paths  # fast path: exact match
         self._enabled = enabled
@@ -438,10 +445,11 @@ class OpenAIServerMiddleware:
             state.operation, shared.provider_name, state.model, response_model if error_type is None else None, error_type,
             server[0], server[1],
         )
-        record_generation(
-            span, shared.instruments, mattrs, duration_s=(end_ns - state.start_ns) / 1e9, summary=summary,
-            input_tokens=input_tokens, output_tokens=output_tokens, context=trace.set_span_in_context(span),
-        )
+        with contextlib.nullcontext() if shared.record_metrics else metrics_recorded_by_caller():
+            record_generation(
+                span, shared.instruments, mattrs, duration_s=(end_ns - state.start_ns) / 1e9, summary=summary,
+                input_tokens=input_tokens, output_tokens=output_tokens, context=trace.set_span_in_context(span),
+            )
         span.end()
 
 

@@ -1,11 +1,24 @@
 """``VLLMInstrumentor``: per-request spans from vLLM's engine timestamps.
 
-Patches ``vllm.v1.metrics.stats.IterationStats.update_from_finished_request``
-(called once per finished request with its ``RequestStateStats``) and builds
-the span after vLLM's own bookkeeping ran (see :mod:`._spans`). Metrics are
-NOT recorded here: vLLM already aggregates them on its ``/metrics`` endpoint,
-and :class:`~otel_llm.instrumentation.vllm.VLLMMetricsBridge` re-emits those,
-so nothing is counted twice.
+Hooks (vLLM V1 engine, ``vllm/v1/engine/output_processor.py``):
+
+* ``OutputProcessor.add_request`` runs in the request's own task (under the
+  HTTP handler, so under the OpenAI-server middleware's SERVER span when it is
+  on): the current OpenTelemetry context is remembered on the request state;
+* ``OutputProcessor._update_stats_from_finished(req_state, finish_reason,
+  iteration_stats)`` runs once per finished request: after vLLM's own
+  bookkeeping, a ``vllm.request`` span with queue / prefill / decode children
+  is built from ``req_state.stats`` (see :mod:`._spans`), parented by the
+  remembered context, else by the request's ``trace_headers`` (W3C).
+
+vLLM versions without ``_update_stats_from_finished`` fall back to wrapping
+``IterationStats.update_from_finished_request`` (no parent, no request id).
+vLLM computes these stats only with stats logging on (its default); with
+``--disable-log-stats`` there is nothing to build a span from.
+
+Metrics are NOT recorded here: vLLM aggregates them on its ``/metrics``
+endpoint and :class:`~otel_llm.instrumentation.vllm.VLLMMetricsBridge`
+re-emits those, so nothing is counted twice.
 
 When ``vllm`` is not installed, ``instrument()`` logs one line and does
 nothing (under ``opentelemetry-instrument`` it is skipped silently, as every
@@ -14,12 +27,14 @@ instrumentor whose library is absent).
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
 from collections.abc import Collection
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
 
@@ -31,23 +46,24 @@ from otel_llm.instrumentation.vllm._spans import build_request_span
 __all__ = ["VLLMInstrumentor"]
 
 _logger = logging.getLogger(__name__)
-_MODULE = "vllm.v1.metrics.stats"
-_TARGET = "IterationStats.update_from_finished_request"
+_OUTPUT_MODULE = "vllm.v1.engine.output_processor"
+_STATS_MODULE = "vllm.v1.metrics.stats"
+_CTX_ATTR = "_otel_llm_context"
 _NAMES = ("finish_reason", "num_prompt_tokens", "max_tokens_param", "req_stats")
 
 
-def _bind(args: tuple, kwargs: dict) -> dict[str, Any]:
-    bound = dict(zip(_NAMES, args, strict=False))
-    bound.update(kwargs)
-    return bound
+def _arg(args: tuple, kwargs: dict, index: int, name: str) -> Any:
+    return args[index] if len(args) > index else kwargs.get(name)
 
 
 class VLLMInstrumentor(BaseInstrumentor):
     """Spans for requests served by vLLM's V1 engine (``vllm >= 0.10``).
 
     ``instrument(tracer_provider=None, model_name=None)``: ``model_name`` sets
-    ``gen_ai.request.model`` (the engine hook does not see the request's model).
+    ``gen_ai.request.model`` (the engine hooks do not see the request's model name).
     """
+
+    _patched: list[tuple[Any, str]]
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return ("vllm >= 0.10",)
@@ -68,30 +84,74 @@ class VLLMInstrumentor(BaseInstrumentor):
             "otel_llm.vllm", __version__, tracer_provider=kwargs.get("tracer_provider"), schema_url=sc.SCHEMA_URL
         )
         model = kwargs.get("model_name")
+        self._patched = []
+        output = importlib.import_module(_OUTPUT_MODULE)
+        processor = getattr(output, "OutputProcessor", None)
+        if processor is not None and hasattr(processor, "_update_stats_from_finished"):
 
-        def wrapper(wrapped, instance, args, kw):
+            def add_request(wrapped, instance, args, kw):
+                result = wrapped(*args, **kw)
+                try:
+                    request = _arg(args, kw, 0, "request")
+                    state = instance.request_states.get(request.request_id)
+                    if state is not None and trace.get_current_span().get_span_context().is_valid:
+                        setattr(state, _CTX_ATTR, otel_context.get_current())
+                except Exception as exc:
+                    report_error("vllm.add_request", exc)
+                return result
+
+            def finished(wrapped, instance, args, kw):
+                result = wrapped(*args, **kw)
+                try:
+                    state = _arg(args, kw, 0, "req_state")
+                    iteration = _arg(args, kw, 2, "iteration_stats")
+                    stats = getattr(state, "stats", None)
+                    if stats is not None and iteration is not None:
+                        parent = getattr(state, _CTX_ATTR, None)
+                        headers = getattr(state, "trace_headers", None)
+                        if parent is None and headers:
+                            parent = propagate.extract(dict(headers))
+                        build_request_span(
+                            tracer, stats, finished_at=float(iteration.iteration_timestamp),
+                            finish_reason=_arg(args, kw, 1, "finish_reason"),
+                            num_prompt_tokens=getattr(state, "prompt_len", None),
+                            max_tokens=getattr(state, "max_tokens_param", None),
+                            temperature=getattr(state, "temperature", None),
+                            top_p=getattr(state, "top_p", None),
+                            response_id=getattr(state, "external_req_id", None),
+                            model=model, context=parent,
+                        )
+                except Exception as exc:  # never break vLLM's bookkeeping
+                    report_error("vllm.request_span", exc)
+                return result
+
+            wrapt.wrap_function_wrapper(processor, "add_request", add_request)
+            wrapt.wrap_function_wrapper(processor, "_update_stats_from_finished", finished)
+            self._patched += [(processor, "add_request"), (processor, "_update_stats_from_finished")]
+            return
+
+        stats_module = importlib.import_module(_STATS_MODULE)
+
+        def legacy(wrapped, instance, args, kw):
             result = wrapped(*args, **kw)
             try:
-                b = _bind(args, kw)
+                b = dict(zip(_NAMES, args, strict=False))
+                b.update(kw)
                 stats = b.get("req_stats")
                 if stats is not None:
                     build_request_span(
-                        tracer,
-                        stats,
-                        finished_at=float(instance.iteration_timestamp),
-                        finish_reason=b.get("finish_reason"),
-                        num_prompt_tokens=b.get("num_prompt_tokens"),
-                        max_tokens=b.get("max_tokens_param"),
-                        model=model,
+                        tracer, stats, finished_at=float(instance.iteration_timestamp),
+                        finish_reason=b.get("finish_reason"), num_prompt_tokens=b.get("num_prompt_tokens"),
+                        max_tokens=b.get("max_tokens_param"), model=model,
                     )
             except Exception as exc:  # never break vLLM's bookkeeping
                 report_error("vllm.request_span", exc)
             return result
 
-        wrapt.wrap_function_wrapper(_MODULE, _TARGET, wrapper)
+        wrapt.wrap_function_wrapper(stats_module.IterationStats, "update_from_finished_request", legacy)
+        self._patched.append((stats_module.IterationStats, "update_from_finished_request"))
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        import importlib
-
-        stats = importlib.import_module(_MODULE)
-        unwrap(stats.IterationStats, "update_from_finished_request")
+        for owner, name in getattr(self, "_patched", []):
+            unwrap(owner, name)
+        self._patched = []

@@ -57,6 +57,9 @@ def build_request_span(
     finish_reason: Any = None,
     num_prompt_tokens: int | None = None,
     max_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    response_id: str | None = None,
     model: str | None = None,
     context: Context | None = None,
 ) -> None:
@@ -93,6 +96,12 @@ def build_request_span(
     attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = n_out
     if max_tokens is not None:
         attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] = int(max_tokens)
+    if temperature is not None:
+        attrs[sc.GEN_AI_REQUEST_TEMPERATURE] = float(temperature)
+    if top_p is not None:
+        attrs[sc.GEN_AI_REQUEST_TOP_P] = float(top_p)
+    if response_id:
+        attrs[sc.GEN_AI_RESPONSE_ID] = str(response_id)
     if reason:
         attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [reason]
     if ttft > 0:
