@@ -81,6 +81,8 @@ class ThresholdConfig:
     refit_cpu_share: float = 0.25
     """Background fits sleep so they use at most this share of one core."""
     horizon: int | None = None
+    robust_window: int = 256
+    """Points the rolling-quantile band (model ``robust`` and the fallback) looks back over."""
     policy: AlarmPolicy = field(default_factory=AlarmPolicy)
     limits: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     breach_horizon_s: float = 900.0
@@ -98,6 +100,8 @@ class ThresholdConfig:
             raise ValueError(f"log_scale {self.log_scale!r} is not valid; choose one of: {', '.join(VALID_LOG_SCALE)}")
         if self.model == "mstl" and not (self.season_length and self.season_length >= 2):
             raise ValueError("model 'mstl' needs season_length >= 2; use model 'auto_ets' when no season is known")
+        if self.robust_window < 3:
+            raise ValueError(f"robust_window must be >= 3 points, got {self.robust_window}")
         if self.min_history < 3:
             raise ValueError(f"min_history must be >= 3 points, got {self.min_history}")
         if self.history < self.min_history:
@@ -137,7 +141,7 @@ class ThresholdConfig:
 
     @property
     def band_horizon(self) -> int:
-        return self.horizon or max(4 * self.update_every, 32)
+        return self.horizon or min(max(4 * self.update_every, 32), 1024)
 
 
 def series_key(metric: str, attributes: Mapping[str, Any] | None) -> str:
@@ -171,7 +175,7 @@ class SeriesState:
     __slots__ = (
         "key", "metric", "attributes", "log", "limit", "hist", "n", "last_t", "dt", "band", "fit_n", "fit_t",
         "pending", "rule", "z", "score", "value", "j", "open_start", "open_detection", "predictive",
-        "last_event", "fits", "fallbacks", "forecaster", "full_fit_n",
+        "last_event", "fits", "updates", "fallbacks", "forecaster", "full_fit_n",
     )
 
     def __init__(self, key: str, metric: str, attributes: Mapping[str, Any], cfg: ThresholdConfig, log: bool) -> None:
@@ -198,6 +202,7 @@ class SeriesState:
         self.predictive: Detection | None = None
         self.last_event = 0
         self.fits = 0
+        self.updates = 0
         self.fallbacks = 0
         self.forecaster: Any = None
         self.full_fit_n = 0
@@ -361,7 +366,7 @@ class ThresholdProcessor:
         if (
             not s.pending
             and s.n >= cfg.min_history
-            and (s.band is None or s.n - s.fit_n >= cfg.update_every)
+            and (s.fit_n == 0 or s.n - s.fit_n >= cfg.update_every)
             and t - s.fit_t >= cfg.refit_interval_s
         ):
             fitted = self._schedule(s, t)
@@ -438,7 +443,7 @@ class ThresholdProcessor:
                 failed_before = None
                 bf = BandForecaster(
                     cfg.model, level=cfg.levels, season_length=cfg.season_length, log_scale=s.log,
-                    conformal=cfg.conformal,
+                    conformal=cfg.conformal, robust_window=cfg.robust_window,
                 ).fit(arr, h=h)
                 res = bf.predict(h)
                 s.forecaster = bf
@@ -446,6 +451,7 @@ class ThresholdProcessor:
                 s.fits += 1
             else:
                 res = bf.update(arr, h)
+                s.updates += 1
             if bf.fallback_ and not failed_before:
                 s.fallbacks += 1
                 self.fit_failures[bf.fallback_] += 1
