@@ -45,7 +45,7 @@ from otel_llm._env import env_bool, env_float, env_list, env_str
 
 from ._alerts import alert_labels as _labels_for
 from ._alerts import check_labels, check_trace_url_template, incident_to_alert, rfc3339
-from ._http import HttpOptions, check_url, redact_url, split_userinfo
+from ._http import HttpOptions, check_url, redact_url, split_userinfo, suppressed
 from ._queue import DurableQueue, Row
 
 _logger = logging.getLogger("otel_llm.exporters.alertmanager")
@@ -313,7 +313,8 @@ class AlertmanagerExporter:
         import httpx
 
         try:
-            response = self._client.post(url + "/api/v2/alerts", json=[self._finalise(r.payload) for r in rows])
+            with suppressed():
+                response = self._client.post(url + "/api/v2/alerts", json=[self._finalise(r.payload) for r in rows])
             status, text = response.status_code, response.text[:500]
         except httpx.HTTPError as exc:
             status, text = None, f"{type(exc).__name__}: {exc}"

@@ -22,7 +22,7 @@ from otel_llm.processors._model import ExportResult, Incident
 from otel_llm import environment_variables as ev
 from otel_llm._env import env_str
 
-from ._http import HttpOptions, check_url, redact_url, split_userinfo
+from ._http import HttpOptions, check_url, redact_url, split_userinfo, suppressed
 
 _logger = logging.getLogger("otel_llm.exporters.grafana")
 _COMPONENT = "exporters.grafana"
@@ -84,7 +84,8 @@ class GrafanaClient:
         import httpx
 
         try:
-            r = self._client.request(method, path, **kwargs)
+            with suppressed():
+                r = self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise GrafanaError(what, None, f"{type(exc).__name__}: {exc}") from None
         try:

@@ -25,6 +25,18 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def suppressed():
+    """Context manager: our own HTTP calls are not traced by HTTP-client instrumentations (no self-tracing)."""
+    import contextlib
+
+    from opentelemetry.instrumentation.utils import suppress_http_instrumentation, suppress_instrumentation
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(suppress_instrumentation())
+    stack.enter_context(suppress_http_instrumentation())
+    return stack
+
+
 def split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
     """Move ``user:password@`` out of a URL: returns (url without it, (user, password) or None)."""
     from urllib.parse import unquote

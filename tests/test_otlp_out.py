@@ -160,3 +160,43 @@ def test_real_otlp_http_export_to_loopback_receiver():
         loggers.shutdown()
     finally:
         rx.close()
+
+
+def test_every_sink_satisfies_the_detection_sink_protocol(tmp_path, telemetry, logs):
+    from otel_llm.exporters import AlertmanagerExporter, GrafanaAnnotationExporter, GrafanaClient
+    from otel_llm.processors._model import DetectionSink
+
+    am = AlertmanagerExporter(["http://127.0.0.1:9"], queue_path=tmp_path / "q.db", start=False)
+    client = GrafanaClient("http://127.0.0.1:9")
+    grafana = GrafanaAnnotationExporter(client)
+    otlp = DetectionMetricsExporter(telemetry.meter_provider, logs[0])
+    try:
+        for sink in (am, grafana, otlp):
+            assert isinstance(sink, DetectionSink)
+    finally:
+        am.shutdown(timeout_millis=100)
+        grafana.shutdown(timeout_millis=100)
+        client.close()
+
+
+def test_exporter_http_carries_the_suppress_instrumentation_key(tmp_path, monkeypatch):
+    """HTTP-client instrumentations (httpx, ...) skip calls made under this key: otel-llm never traces itself."""
+    import httpx
+    from opentelemetry import context
+    from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
+    from otel_llm.exporters import AlertmanagerExporter, GrafanaClient
+
+    seen = []
+
+    def fake_send(self, request, **kwargs):
+        seen.append((context.get_value(context._SUPPRESS_INSTRUMENTATION_KEY), is_http_instrumentation_enabled()))
+        return httpx.Response(200, json={"database": "ok"}, request=request)
+
+    monkeypatch.setattr(httpx.Client, "send", fake_send)
+    am = AlertmanagerExporter(["http://127.0.0.1:9"], queue_path=tmp_path / "q.db", start=False)
+    am.export([incident()])
+    assert am.force_flush(2000)
+    am.shutdown(timeout_millis=100)
+    with GrafanaClient("http://127.0.0.1:9") as client:
+        client.health()
+    assert seen == [(True, False), (True, False)]
