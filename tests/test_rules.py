@@ -148,3 +148,22 @@ def test_unit_table_agrees_with_the_exporter():
 
     for unit, suffix in _promnames._UNIT_SUFFIX.items():
         assert _mapping.map_unit(unit) == suffix, unit
+
+
+def test_cli_rules_write(tmp_path, require):
+    from typer.testing import CliRunner
+
+    from otel_llm.cli._app import build_app
+
+    require.binary("promtool")
+    app = build_app()
+    ok = CliRunner().invoke(app, ["rules", "write", str(tmp_path), "--slo", "ttft_p99=1s", "--slo", "error_rate=2%",
+                                  "--label", "team=llm", "--for", "0s"])
+    assert ok.exit_code == 0, ok.output
+    assert "SUCCESS" in ok.output  # promtool check rules ran on the result
+    rules = yaml.safe_load((tmp_path / "otel-llm.rules.yml").read_text())
+    alerts = [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
+    assert all(a["labels"]["team"] == "llm" and "for" not in a for a in alerts)
+    bad = CliRunner().invoke(app, ["rules", "write", str(tmp_path / "x"), "--slo", "ttft_p95=0.3s"])
+    assert bad.exit_code == 2 and "not a histogram bucket boundary" in bad.output
+    assert not (tmp_path / "x" / "otel-llm.rules.yml").exists()
