@@ -28,13 +28,14 @@ from statistics import median
 from otel_llm.processors._model import RootCauseCandidate
 
 from ._baseline import BaselineStore
-from ._trace import DOWNSTREAM, STAGE, Component, TraceSummary
+from ._trace import DOWNSTREAM, EGRESS, NETWORK, STAGE, Component, TraceSummary
 
 DEFAULT_K = 3.0
 _OFF_PATH_WEIGHT = 0.3
 _NEW_COMPONENT_WEIGHT = 0.5
 _MAX_EXAMPLES = 3
 _TRACE_EXCESS_SHARE = 0.1
+_EGRESS_MIN_SHARE = 0.15
 # Fusion weights: excess/error share, coverage (Ochiai), robust z (saturating at ~_Z_SCALE).
 _W_SHARE, _W_OCHIAI, _W_Z, _Z_SCALE = 0.6, 0.2, 0.2, 5.0
 
@@ -101,6 +102,37 @@ def _trace_deviations(
     return out
 
 
+def _egress_senders(window: Sequence[TraceSummary], all_devs) -> set[str]:
+    """Services whose *outgoing* calls wait abnormally: delay on a service's egress shows as
+    waits both on calls *to* it and on calls *from* it. When a service has abnormal waits on
+    both sides, or towards several callees that see such waits from nobody else, the waits of
+    its outgoing calls are its own, not its callees'."""
+    ingress: dict[str, float] = {}
+    egress: dict[str, dict[str, float]] = {}
+    sources: dict[str, dict[str, float]] = {}
+    total = 0.0
+    for trace, devs in zip(window, all_devs, strict=True):
+        for (comp, excess, _, _), c in zip(devs, trace.contributions, strict=True):
+            if comp[0] != NETWORK or excess <= 0 or not c.via or c.via[0] == comp[1]:
+                continue
+            caller, callee = c.via[0], comp[1]
+            total += excess
+            ingress[callee] = ingress.get(callee, 0.0) + excess
+            egress.setdefault(caller, {})[callee] = egress.get(caller, {}).get(callee, 0.0) + excess
+            sources.setdefault(callee, {})[caller] = sources.get(callee, {}).get(caller, 0.0) + excess
+    out = set()
+    for svc, targets in egress.items():
+        out_excess = sum(targets.values())
+        if out_excess < _EGRESS_MIN_SHARE * total:
+            continue
+        both_sides = ingress.get(svc, 0.0) >= _EGRESS_MIN_SHARE * total
+        fan_out = len(targets) >= 2 and all(
+            sources[t].get(svc, 0.0) >= 0.8 * sum(sources[t].values()) for t in targets)
+        if both_sides or fan_out:
+            out.add(svc)
+    return out
+
+
 def _abnormal(trace: TraceSummary, devs, baselines: BaselineStore, k: float) -> tuple[bool, bool]:
     """(latency-abnormal, error-abnormal) for one trace."""
     root = baselines.root(trace.root_key)
@@ -139,8 +171,12 @@ def rank(
     gpu_traces: dict[str, int] = {}
     gpu_service: dict[str, dict[str, float]] = {}
 
-    for trace in window:
-        devs = _trace_deviations(trace, baselines, k)
+    all_devs = [_trace_deviations(trace, baselines, k) for trace in window]
+    senders = _egress_senders(window, all_devs)
+    for trace, devs in zip(window, all_devs, strict=True):
+        if senders:
+            devs = [((EGRESS, c.via[0], c.via[1]), *d[1:]) if d[0][0] == NETWORK and c.via and c.via[0] in senders
+                    else d for d, c in zip(devs, trace.contributions, strict=True)]
         slow, err = _abnormal(trace, devs, baselines, k)
         abnormal = slow or err
         n_slow += slow
@@ -308,6 +344,10 @@ def _candidate(comp, acc: _Acc, baselines: BaselineStore, score: float, comp_sco
     label = f"{svc} {op}" if kind != STAGE else f"{svc} stage {op}"
     if kind == DOWNSTREAM:
         label = f"downstream {svc} ({op})"
+    elif kind == NETWORK:
+        label = f"calls to {svc} {op} (wait not covered by its span: network / queueing)"
+    elif kind == EGRESS:
+        label = f"{svc}'s outgoing calls ({op}) (its egress: waits seen on both sides of {svc})"
     now = median(acc.abnormal_values) if acc.abnormal_values else None
     if acc.new:
         parts.append(f"{label} appears only in the abnormal window ({acc.occurrences} calls)")
@@ -326,7 +366,7 @@ def _candidate(comp, acc: _Acc, baselines: BaselineStore, score: float, comp_sco
         parts.append(f"misbehaves in abnormal traces (Ochiai {ochiai:.2f})")
     examples = sorted(acc.examples, key=lambda t: -acc.examples[t])[:_MAX_EXAMPLES]
     return RootCauseCandidate(
-        kind=kind if kind != "operation" else "operation",
+        kind="operation" if kind in (NETWORK, EGRESS) else kind,
         name=f"{svc}:{op}",
         score=round(score, 4),
         reason="; ".join(parts) + ".",

@@ -11,7 +11,9 @@ fault_end]``:
 * ``error`` -- one service's operation fails often (errors propagate up);
 * ``network`` -- calls *to* one service wait longer (client/server gap);
 * ``downstream`` -- an uninstrumented dependency (DB, vector store) is slow;
-* ``gpu`` -- the LLM server's GPU throttles: decode per token gets slower.
+* ``gpu`` -- the LLM server's GPU throttles: decode per token gets slower;
+* ``egress`` -- packets *leaving* one service are delayed: its responses and its own
+  outgoing calls wait longer (seen as waits on both sides of it).
 
 Confounders are added on purpose: prompts in the window are longer (prefill
 grows per token count, not per token) and random single-span hiccups occur
@@ -27,7 +29,7 @@ from otel_llm.processors._spans import KIND_CLIENT, KIND_INTERNAL, KIND_SERVER, 
 
 from otel_llm import semconv
 
-FAULTS = ("latency", "error", "network", "downstream", "gpu")
+FAULTS = ("latency", "error", "network", "downstream", "gpu", "egress")
 LLM_SERVICE = "llm-server"
 
 
@@ -178,6 +180,8 @@ class _Gen:
         net = self._noise(0.8)
         if self.fault == "network" and callee == self.target and self.rng.random() < self.coverage:
             net += self.factor * 0.004 * self.rng.uniform(0.5, 1.5)
+        if self.fault == "egress" and self.target in (svc, callee) and self.rng.random() < self.coverage:
+            net += self.factor * 0.002 * self.rng.uniform(0.5, 1.5)
         end, err = self._server(op, cid, start + net / 2)
         end += net / 2
         self._add(cid, parent, f"{callee} {op.name}", svc, start, end, kind=KIND_CLIENT, error=err)
@@ -233,15 +237,19 @@ def generate_case(
         else:
             target = rng.choice(peers)
             label = {"service": target}
-    if fault in ("latency", "error", "network"):
-        target = rng.choice(topo.services[1:])
-        if fault != "network" and rng.random() < 0.5:
+    if fault in ("latency", "error", "network", "egress"):
+        choices = topo.services[1:]
+        if fault == "egress":  # a service that calls others, or the fault is just "network"
+            choices = [s for s in choices if any(op.calls for op in topo.ops[s])] or choices
+        target = rng.choice(choices)
+        if fault in ("latency", "error") and rng.random() < 0.5:
             target_op = rng.choice(topo.ops[target]).name
         label = {"service": target}
         if target_op:
             label["operation"] = target_op
     factor = factor or {"latency": rng.uniform(2, 6), "error": 1.0, "network": rng.uniform(2, 8),
-                        "downstream": rng.uniform(2, 6), "gpu": rng.uniform(1.6, 3)}[fault]
+                        "downstream": rng.uniform(2, 6), "gpu": rng.uniform(1.6, 3),
+                        "egress": rng.uniform(2, 8)}[fault]
     coverage = rng.uniform(0.4, 1.0)
     load = rng.uniform(1.0, 1.4)
     n_fault = int(traces * fault_fraction)

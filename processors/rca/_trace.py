@@ -30,8 +30,11 @@ from otel_llm.processors._spans import KIND_CLIENT, KIND_PRODUCER, KIND_SERVER, 
 
 from otel_llm import semconv
 
-# Component kinds (also RootCauseCandidate.kind values).
-OPERATION, STAGE, DOWNSTREAM = "operation", "stage", "downstream"
+# Component kinds. NETWORK is the wait of a CLIENT span its SERVER child does not
+# cover (kept apart from the callee's own self time: different distributions);
+# EGRESS is such a wait re-attributed to the caller (see _rank). Both are
+# reported as RootCauseCandidate kind "operation".
+OPERATION, STAGE, DOWNSTREAM, NETWORK, EGRESS = "operation", "stage", "downstream", "network", "egress"
 
 _STAGE_NAMES = {
     semconv.STAGE_QUEUE, semconv.STAGE_PREFILL, semconv.STAGE_DECODE, semconv.STAGE_TOKENIZE,
@@ -273,7 +276,7 @@ def _attribute(
             # (its network, its accept queue); a failed call whose callee span did
             # not fail failed in between, on the callee's side too.
             cause_err = origin and not any(k.error for k in server_kids)
-            out.append(Contribution((OPERATION, callee.service, callee.name), self_time, 1.0, on_cp,
+            out.append(Contribution((NETWORK, callee.service, callee.name), self_time, 1.0, on_cp,
                                     cause_err, s.span_id, (s.service, s.name)))
             return
         if not kids:
