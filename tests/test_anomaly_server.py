@@ -1,0 +1,54 @@
+"""In process, for real: the reference server (tiny torch model) with the detectors on its tracer provider."""
+
+from __future__ import annotations
+
+import httpx
+from otel_llm.processors import DetectionStream
+from otel_llm.processors.anomaly import RequestAnomalyProcessor
+from otel_llm.processors.sdk import DetectorSpanProcessor, SpanSeriesFeed
+from otel_llm.processors.thresholds import ThresholdConfig, ThresholdProcessor
+
+from otel_llm import semconv
+from otel_llm.testing import Telemetry
+
+
+def test_slow_prefill_requests_are_flagged_with_ttft_named(tiny_model):
+    from otel_llm.server import create_app, run_in_thread
+
+    tel = Telemetry()
+    stream = DetectionStream()
+    sub = stream.subscribe()
+    anomaly = RequestAnomalyProcessor("ecod", 0.05, refit="inline", min_fit=20, refit_every=1000,
+                                      rate_threshold=0.05, min_anomalies=2, stream=stream, emit_metrics=False)
+    thresholds = ThresholdProcessor(ThresholdConfig(model="robust", refit="inline", min_history=5), stream=stream,
+                                    emit_metrics=False)
+    sp = DetectorSpanProcessor(anomaly, SpanSeriesFeed(thresholds, interval_s=0.2))
+    tel.tracer_provider.add_span_processor(sp)
+    model, tok = tiny_model
+    app = create_app(model, tok, tracer_provider=tel.tracer_provider, meter_provider=tel.meter_provider,
+                     torch_threads=1)
+    handle = run_in_thread(app)
+    try:
+        with httpx.Client(timeout=20) as client:
+            for i in range(24):
+                r = client.post(handle.url + "/v1/completions",
+                                json={"prompt": f"request {i}", "max_tokens": 8, "stream": True, "seed": i})
+                assert r.status_code == 200
+            assert sp.force_flush(10_000)
+            assert anomaly.model is not None
+            app.state.faults.set(prefill_delay_s=0.4)
+            for i in range(3):
+                client.post(handle.url + "/v1/completions",
+                            json={"prompt": f"request {i}", "max_tokens": 8, "stream": True, "seed": i})
+        assert sp.force_flush(10_000)
+    finally:
+        handle.stop()
+        sp.shutdown()
+        tel.shutdown()
+    assert sp.processed == 27 and sp.dropped == 0
+    dets = [d for d in sub.drain() if d.kind == "anomaly"]
+    assert dets, "a burst of slow-prefill requests must open an anomaly detection"
+    d = dets[0]
+    assert set(list(d.contributions)[:2]) & {"ttft", "duration"}
+    assert "ttft" in d.explanation and len(d.trace_ids) >= 2
+    assert any(s.metric == semconv.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN for s in thresholds.states())
