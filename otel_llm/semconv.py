@@ -59,6 +59,7 @@ PEER_SERVICE: Final = "peer.service"
 DB_SYSTEM_NAME: Final = "db.system.name"
 DB_SYSTEM: Final = "db.system"
 NET_PEER_NAME: Final = "net.peer.name"
+HTTP_STATUS_CODE: Final = "http.status_code"  # deprecated name of http.response.status_code, still in recorded traces
 
 # Well-known values
 OPERATION_CHAT: Final = "chat"

@@ -332,3 +332,31 @@ def test_failing_sink_does_not_break_the_processor():
     rca = RcaProcessor([Broken()], quiet_period_s=1, self_detect=False)
     rca.on_detections([Detection(kind="threshold", series="x", start=0)])
     assert rca.tick(1.0)  # opened, export failed inside, counted, no raise
+
+
+# --------------------------------------------------------------------------- older trace formats
+def _kindless(spans):
+    """As converted from formats without span kinds or status: kinds unknown, errors as tags."""
+    import dataclasses
+
+    return [dataclasses.replace(s, kind="internal", error=False,
+                                attributes={**s.attributes, **({"error": True} if s.error else {})})
+            for s in spans]
+
+
+@pytest.mark.parametrize("fault", ["network", "downstream", "error"])
+def test_traces_without_span_kinds_or_status_still_rank_the_fault_first(fault):
+    case = generate_case(7, fault=fault, traces=300, n_services=6)
+    cands = rank_window(_kindless(case.spans), case.fault_start, case.fault_end)
+    assert cands[0].service == case.root_cause["service"], [c.name for c in cands[:3]]
+
+
+def test_http_5xx_and_error_tags_count_as_errors():
+    spans = [
+        span("t", "r", None, "GET /", "front", 0, 1, kind="server", **{semconv.HTTP_RESPONSE_STATUS_CODE: 500}),
+        span("t", "c", "r", "call", "front", 0.1, 0.9, **{"error": True}),
+        span("t", "s", "c", "POST /x", "back", 0.2, 0.8, **{semconv.HTTP_STATUS_CODE: "503"}),
+        span("t", "k", "r", "fine", "front", 0.1, 0.2, **{semconv.HTTP_RESPONSE_STATUS_CODE: 404}),
+    ]
+    origins = [c.component for c in summarize(spans).contributions if c.error_origin]
+    assert origins == [("operation", "back", "POST /x")]

@@ -126,8 +126,11 @@ def _egress_senders(window: Sequence[TraceSummary], all_devs) -> set[str]:
         if out_excess < _EGRESS_MIN_SHARE * total:
             continue
         both_sides = ingress.get(svc, 0.0) >= _EGRESS_MIN_SHARE * total
-        fan_out = len(targets) >= 2 and all(
-            sources[t].get(svc, 0.0) >= 0.8 * sum(sources[t].values()) for t in targets)
+        # Egress delay slows every callee alike: several callees with comparable waits,
+        # each seeing them from this caller only.
+        strong = [t for t, v in targets.items() if v >= 0.25 * max(targets.values())]
+        fan_out = len(strong) >= 2 and all(
+            sources[t].get(svc, 0.0) >= 0.8 * sum(sources[t].values()) for t in strong)
         if both_sides or fan_out:
             out.add(svc)
     return out

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from otel_llm.processors._spans import KIND_CLIENT, KIND_PRODUCER, KIND_SERVER, SpanRecord
+from otel_llm.processors._spans import KIND_CLIENT, KIND_INTERNAL, KIND_PRODUCER, KIND_SERVER, SpanRecord
 
 from otel_llm import semconv
 
@@ -132,6 +132,22 @@ def _tokens(span: SpanRecord, key: str, by_id: Mapping[str, SpanRecord]) -> floa
     return 0.0
 
 
+def _failed_by_attributes(attrs: Mapping[str, Any]) -> bool:
+    """Errors recorded the older ways: an ``error`` tag (Jaeger/OpenTracing) or a 5xx status."""
+    if not attrs:
+        return False
+    if attrs.get("error") is True or attrs.get("error") == "true":
+        return True
+    for key in (semconv.HTTP_RESPONSE_STATUS_CODE, semconv.HTTP_STATUS_CODE):
+        code = attrs.get(key)
+        if code is not None:
+            try:
+                return int(code) >= 500
+            except (TypeError, ValueError):
+                return False
+    return False
+
+
 def _union_length(intervals: list[tuple[float, float]]) -> float:
     if not intervals:
         return 0.0
@@ -197,7 +213,8 @@ def summarize(spans: Sequence[SpanRecord], *, partial: bool = False) -> TraceSum
 
     contributions: list[Contribution] = []
     gpus: dict[str, str] = {}
-    errored_child: set[str] = {s.parent_id for s in ordered if s.error and s.parent_id}
+    failed: set[str] = {s.span_id for s in ordered if s.error or _failed_by_attributes(s.attributes)}
+    errored_child: set[str] = {s.parent_id for s in ordered if s.span_id in failed and s.parent_id}
     on_path: dict[str, bool] = {r.span_id: r is root for r in roots}
 
     # Visit parents before children (iterative DFS from every root: cycles cannot loop).
@@ -236,7 +253,7 @@ def summarize(spans: Sequence[SpanRecord], *, partial: bool = False) -> TraceSum
                 self_time -= _union_length([(a, b) for a, b, _ in clipped])
                 if self_time < 0.0:
                     self_time = 0.0
-        origin = s.error and s.span_id not in errored_child
+        origin = s.span_id in failed and s.span_id not in errored_child
         _attribute(s, kids, self_time, mine, origin, by_id, contributions)
 
     for s in ordered:  # spans only reachable through a cycle
@@ -267,7 +284,10 @@ def _attribute(
     out: list[Contribution],
 ) -> None:
     attrs: Mapping[str, Any] = s.attributes
-    is_client = s.kind in (KIND_CLIENT, KIND_PRODUCER)
+    # A span of unknown kind whose only child runs in another service is a call
+    # (traces converted from older formats often carry no span kinds).
+    is_client = s.kind in (KIND_CLIENT, KIND_PRODUCER) or (
+        s.kind == KIND_INTERNAL and len(kids) == 1 and kids[0].service != s.service)
     if is_client:
         server_kids = [k for k in kids if k.kind == KIND_SERVER or k.service != s.service]
         if server_kids:
@@ -283,6 +303,11 @@ def _attribute(
             peer = _peer_of(s)
             component = (DOWNSTREAM, peer, s.name) if peer else (DOWNSTREAM, s.service, s.name)
             out.append(Contribution(component, self_time, 1.0, on_cp, origin, s.span_id))
+            return
+    elif not kids and s.kind == KIND_INTERNAL:
+        peer = _peer_of(s)  # a leaf naming a database / peer service is a call, whatever its kind
+        if peer:
+            out.append(Contribution((DOWNSTREAM, peer, s.name), self_time, 1.0, on_cp, origin, s.span_id))
             return
     stage = stage_of(s)
     if stage is not None:
