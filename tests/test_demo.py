@@ -79,7 +79,8 @@ def test_scorecard_alerts_and_report_are_written(demo):
     assert card["run"]["components"]["server"].startswith("otel_llm.server")
     events = [json.loads(line) for line in (out / "alerts.jsonl").read_text().splitlines()]
     assert events and all(e["status"] in ("firing", "resolved") for e in events)
-    assert any(e["status"] == "firing" and "GPU lost" in e["title"] for e in events)
+    lost = f'hw.status{{hw.id="{run.gpus.uuids[1]}"}}'
+    assert any(e["status"] == "firing" and lost in e["detections"] for e in events)
     html = (out / "index.html").read_text()
     assert html.count("<svg") >= 4
     assert not re.search(r"<(script|link)[^>]+(src|href)=\"?https?:", html)  # self-contained

@@ -33,10 +33,12 @@ def run_demo(cfg: DemoConfig, *, console: Any = None, live: bool = True, report:
         view.pipeline = pipeline
         console.print(f"[bold]otel-llm demo[/]: {cfg.duration_s:.0f} s of load, workload speedup {cfg.speedup:g}, "
                       f"{len(cfg.faults)} fault(s), {cfg.n_gpus} simulated GPU(s); report in {report_dir}/")
+        _write_artifacts(cfg, console, backends)
+        if backends is not None and cfg.with_backends:
+            run.on_services = lambda: _start_prometheus(run, backends, console)
         with view:
             run.run()
         pipeline.finish(time.time())
-        _write_artifacts(cfg, console, backends)
     finally:
         if backends is not None:
             for b in backends.values():
@@ -83,11 +85,9 @@ def print_scorecard(console: Any, card: dict[str, Any]) -> None:
 
 
 def _start_backends(cfg: DemoConfig, console: Any) -> dict[str, Any] | None:
-    try:
-        from otel_llm._backends import Alertmanager, BackendError
-    except ImportError:
-        console.print("[yellow]--with-backends: otel_llm._backends is not available[/]")
-        return None
+    """``--with-backends``: a local Alertmanager (alerts) and Prometheus (rules over the replicas' /metrics)."""
+    from otel_llm._backends import Alertmanager, BackendError
+
     out: dict[str, Any] = {}
     try:
         am = Alertmanager()
@@ -96,24 +96,74 @@ def _start_backends(cfg: DemoConfig, console: Any) -> dict[str, Any] | None:
         console.print(f"[dim]started Alertmanager at {am.url}[/]")
         if not cfg.alertmanager_url:
             cfg.alertmanager_url = am.url
-    except BackendError as exc:
-        console.print(f"[yellow]--with-backends: {exc}[/]")
+    except (BackendError, OSError) as exc:
+        console.print(f"[yellow]--with-backends: Alertmanager not started: {exc}[/]")
     return out
 
 
+def _start_prometheus(run: DemoRun, backends: dict[str, Any], console: Any) -> None:
+    """Prometheus scraping the LLM replicas, evaluating otel-llm's rules, alerting to the local Alertmanager."""
+    from otel_llm._backends import BackendError, Prometheus
+
+    try:
+        rules = run.cfg.report_dir / "rules" / "otel-llm.rules.yml"
+        targets = [h.url.split("//", 1)[1] for h in run._handles[: run.cfg.n_gpus]]
+        am = backends.get("alertmanager")
+        prom = Prometheus(scrape_targets=targets, rule_files=[rules] if rules.exists() else [],
+                          alertmanager_urls=[am.url] if am else [], scrape_interval="2s")
+        prom.start()
+        backends["prometheus"] = prom
+        console.print(f"[dim]started Prometheus at {prom.url} scraping {len(targets)} replica(s)[/]")
+    except (BackendError, OSError, TypeError) as exc:
+        console.print(f"[yellow]--with-backends: Prometheus not started: {exc}[/]")
+
+
 def _sinks(cfg: DemoConfig, console: Any, backends: Any) -> list[Any]:
+    """Exporters for incidents: Alertmanager (durable queue in the report folder) and Grafana annotations."""
     sinks: list[Any] = []
     if cfg.alertmanager_url:
         try:
-            from otel_llm.exporters import AlertmanagerExporter  # type: ignore[attr-defined]
+            from otel_llm.exporters import AlertmanagerExporter
 
-            sinks.append(AlertmanagerExporter(urls=[cfg.alertmanager_url]))
-        except (ImportError, TypeError) as exc:
-            console.print(f"[yellow]Alertmanager exporter unavailable ({exc}); alerts go to the terminal and "
+            sinks.append(AlertmanagerExporter(urls=[cfg.alertmanager_url],
+                                              queue_path=cfg.report_dir / "alertmanager-queue.sqlite"))
+            console.print(f"[dim]alerts also go to Alertmanager at {cfg.alertmanager_url}[/]")
+        except (ImportError, ValueError) as exc:
+            console.print(f"[yellow]Alertmanager exporter not used ({exc}); alerts go to the terminal and "
                           "alerts.jsonl only[/]")
+    if cfg.grafana_url:
+        try:
+            from otel_llm.exporters._grafana import GrafanaAnnotationExporter, GrafanaClient
+
+            sinks.append(GrafanaAnnotationExporter(GrafanaClient(cfg.grafana_url)))
+        except (ImportError, ValueError) as exc:
+            console.print(f"[yellow]Grafana annotations not used ({exc})[/]")
     return sinks
 
 
 def _write_artifacts(cfg: DemoConfig, console: Any, backends: Any) -> None:
-    """Dashboards and rules to ``report/`` (and Grafana when a URL is given)."""
-    return None
+    """Dashboards (JSON + provisioning) and Prometheus rules to ``report/``; dashboards to Grafana when asked."""
+    try:
+        from otel_llm.dashboards import write as write_dashboards
+
+        paths = list(write_dashboards(cfg.report_dir / "dashboards"))
+        console.print(f"[dim]wrote {len(paths)} dashboard files to {cfg.report_dir / 'dashboards'}[/]")
+    except Exception as exc:  # artefacts are a bonus: never fail the run over them
+        console.print(f"[yellow]dashboards not written: {exc}[/]")
+    try:
+        from otel_llm.alert_rules import RulesConfig, write_rules
+
+        path = write_rules(cfg.report_dir / "rules", RulesConfig())
+        console.print(f"[dim]wrote Prometheus rules to {path}[/]")
+    except Exception as exc:
+        console.print(f"[yellow]rules not written: {exc}[/]")
+    if cfg.grafana_url:
+        try:
+            from otel_llm.dashboards import build_all
+            from otel_llm.exporters._grafana import GrafanaClient, push_dashboards
+
+            with GrafanaClient(cfg.grafana_url) as client:
+                results = push_dashboards(client, build_all(), folder_uid="otel-llm", folder_title="otel-llm")
+            console.print(f"[dim]pushed {len(results)} dashboards to Grafana[/]")
+        except Exception as exc:
+            console.print(f"[yellow]dashboards not pushed to Grafana: {exc}[/]")

@@ -38,7 +38,7 @@ class DemoGpus:
     """Shared GPU state for one demo run (thread-safe)."""
 
     def __init__(self, n: int = 2, *, seed: int = 0, model: str = "H100", meter_provider: Any = None,
-                 baseline_util: float = 0.25) -> None:
+                 baseline_util: float = 0.35) -> None:
         from otel_llm.collectors import GpuStateStore, SimulatedGpus
         from otel_llm.collectors._metrics import GpuMetrics
 

@@ -147,6 +147,8 @@ class DemoRun:
         self.server_kind = ""
         self._handles: list[Any] = []
         self._closers: list[Callable[[], Any]] = []
+        self.on_services: Callable[[], Any] | None = None
+        """Called once the services are up (the demo starts Prometheus against them here)."""
 
     # ------------------------------------------------------------------ services
     def _start_services(self) -> None:
@@ -203,14 +205,9 @@ class DemoRun:
 
     # ------------------------------------------------------------------ faults
     def _apply_faults(self, t: float) -> list[Fault]:
-        """GPU faults run inside the simulator (scheduled at start); the dependency's slowdown is set here."""
-        active = [f for f in self.cfg.faults if f.active(t)]
-        slow = 1.0
-        for f in active:
-            if f.kind == KIND_SLOW_DEPENDENCY:
-                slow = max(slow, float(f.params["factor"]))
-        self.retrieval.slowdown = slow
-        return active
+        """Faults active at ``t``. GPU faults run inside the simulator, the dependency's slowdown inside the
+        retrieval service, bursts in the replay plan: all scheduled at the start, exactly timed."""
+        return [f for f in self.cfg.faults if f.active(t)]
 
     # ------------------------------------------------------------------ main loop
     def build_plan(self) -> list[WorkloadRequest]:
@@ -275,6 +272,10 @@ class DemoRun:
             send = openai_sender(client, self.gateway_url, self.model_name, seed=self.cfg.seed)
             self.t0_wall = time.time()
             self.gpus.schedule(self.cfg.faults, self.t0_wall)
+            slow = [f for f in self.cfg.faults if f.kind == KIND_SLOW_DEPENDENCY]
+            t0 = self.t0_wall
+            self.retrieval.slowdown_at = lambda now: max(
+                [float(f.params["factor"]) for f in slow if f.active(now - t0)], default=1.0)
             ticker = asyncio.create_task(self._ticker(stop))
 
             async def stop_at_deadline() -> None:
@@ -294,6 +295,8 @@ class DemoRun:
 
     def run(self) -> DemoRun:
         self._start_services()
+        if self.on_services is not None:
+            self.on_services()
         try:
             asyncio.run(self._main())
         finally:

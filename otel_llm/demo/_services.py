@@ -40,6 +40,8 @@ class RetrievalService:
         self.base_latency_s = base_latency_s
         self.slowdown = 1.0
         """Multiplier on the latency; the demo's ``slow_dependency`` fault raises it."""
+        self.slowdown_at: Callable[[float], float] | None = None
+        """When set, ``slowdown_at(unix_time)`` gives the multiplier (exact fault timing)."""
         self.error_rate = 0.0
         self._rng = random.Random(seed)
         self.requests = 0
@@ -64,7 +66,8 @@ class RetrievalService:
                     span.set_attribute(semconv.ERROR_TYPE, "400")
                     return JSONResponse({"error": "malformed JSON body"}, status_code=400)
                 with self.tracer.start_as_current_span("vector_search", attributes={"db.system.name": "demo-vectors"}):
-                    await asyncio.sleep(self.base_latency_s * self.slowdown * self._rng.lognormvariate(0.0, 0.25))
+                    factor = self.slowdown_at(time.time()) if self.slowdown_at is not None else self.slowdown
+                    await asyncio.sleep(self.base_latency_s * factor * self._rng.lognormvariate(0.0, 0.25))
                 if self.error_rate and self._rng.random() < self.error_rate:
                     span.set_attribute("http.response.status_code", 503)
                     span.set_attribute(semconv.ERROR_TYPE, "503")
