@@ -341,3 +341,32 @@ def test_empty_and_minimal_requests_are_fine(service):
     assert _post(service, req.SerializeToString()).status_code == 200
     service.pipeline.flush()
     assert service.pipeline.stats["invalid_spans"] == 1
+
+
+def _gpu_metrics(uuid: str, t: float, throttle_reason: str, xid_count: int) -> bytes:
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    req = ExportMetricsServiceRequest()
+    sm = req.resource_metrics.add().scope_metrics.add()
+    gauge = sm.metrics.add(name="otel_llm.gpu.throttle").gauge
+    for reason, value in ((throttle_reason, 1.0), ("gpu_idle", 1.0), ("sw_power_cap", 0.0)):
+        p = gauge.data_points.add(time_unix_nano=int(t * 1e9), as_double=value)
+        p.attributes.add(key="hw.id").value.string_value = uuid
+        p.attributes.add(key="otel_llm.gpu.throttle.reason").value.string_value = reason
+    xid = sm.metrics.add(name="otel_llm.gpu.xid.events").sum
+    p = xid.data_points.add(time_unix_nano=int(t * 1e9), as_int=xid_count)
+    p.attributes.add(key="hw.id").value.string_value = uuid
+    p.attributes.add(key="otel_llm.gpu.xid").value.int_value = 79
+    return req.SerializeToString()
+
+
+def test_gpu_trouble_in_otlp_metrics_becomes_rca_evidence(service):
+    uuid = "GPU-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+    now = time.time()
+    assert _post(service, _gpu_metrics(uuid, now, "hw_thermal_slowdown", 0), path="/v1/metrics").status_code == 200
+    assert _post(service, _gpu_metrics(uuid, now + 1, "hw_thermal_slowdown", 2), path="/v1/metrics").status_code == 200
+    service.pipeline.flush()
+    reasons = [(a.uuid, a.reason) for a in service.rca._gpu_events]
+    assert (uuid, "clock throttling (hw_thermal_slowdown)") in reasons
+    assert (uuid, "XID 79") in reasons  # the counter grew
+    assert not any("gpu_idle" in r or "sw_power_cap" in r for _, r in reasons)  # harmless / inactive

@@ -360,3 +360,57 @@ def test_http_5xx_and_error_tags_count_as_errors():
     ]
     origins = [c.component for c in summarize(spans).contributions if c.error_origin]
     assert origins == [("operation", "back", "POST /x")]
+
+
+# --------------------------------------------------------------------------- GPU state joins
+def test_gpu_state_store_throttling_ranks_the_gpu_first():
+    """The GPU engineer's GpuStateStore (samples with a thermal-slowdown throttle bit) is the evidence."""
+    from otel_llm.collectors import GpuSample, GpuStateStore
+
+    store = GpuStateStore()
+    rca = RcaProcessor(quiet_period_s=1, root_grace_s=0.5, rerank_interval_s=1, gpu_state=store)
+    rng = random.Random(5)
+    now = 0.0
+    for i in range(220):
+        throttled = i >= 150
+        rca.on_spans(_request(rng, now, **({"slow_decode": 3.0} if throttled else {})), now=now)
+        store.add([GpuSample(GPU, now, {112: 0x40 if throttled else 0x0, 150: 91.0 if throttled else 60.0})])
+        now += 0.25
+        rca.tick(now)
+    rca.tick(now + 2)
+    assert rca.incident is not None
+    top = rca.incident.top
+    assert top.kind == "gpu" and top.name == GPU and "thermal" in top.reason
+    assert rca.incident.candidates[1].name == "llm-server:decode"
+
+
+def test_gpu_anomaly_without_slow_traces_stays_low():
+    spans, start, end = _traffic(slow_retrieval=8.0)
+    cands = rank_window(spans, start, end, gpu_events=[GpuAnomaly(GPU, start, end, "XID 13", 1.0)])
+    assert cands[0].service == "vector-db"
+    gpu = [c for c in cands if c.kind == "gpu"]
+    assert gpu and gpu[0].score < cands[0].score and gpu[0].evidence["excess_share"] < 0.3
+
+
+def test_sdk_span_processor_feeds_rca_in_process():
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import SpanKind
+    from otel_llm.processors.rca import RcaSpanProcessor
+
+    rca = RcaProcessor(quiet_period_s=0.01, root_grace_s=0.0)
+    proc = RcaSpanProcessor(rca, interval_s=0.05)
+    tp = TracerProvider(resource=Resource.create({"service.name": "in-proc"}))
+    tp.add_span_processor(proc)
+    tracer = tp.get_tracer("t")
+    for _ in range(3):
+        with tracer.start_as_current_span("handle", kind=SpanKind.SERVER), \
+                tracer.start_as_current_span("db", kind=SpanKind.CLIENT, attributes={semconv.DB_SYSTEM_NAME: "sqlite"}):
+            pass
+    assert proc.force_flush()
+    rca.tick(rca.clock() + 1)
+    assert rca.assembler.stats.spans == 6 and len(rca.history) == 3
+    comps = {c.component for c in rca.history[0].contributions}
+    assert ("downstream", "sqlite", "db") in comps and ("operation", "in-proc", "handle") in comps
+    tp.shutdown()
+    tp.shutdown()  # idempotent

@@ -60,6 +60,7 @@ class _Acc:
     errors: int = 0
     expected_errors: float = 0.0
     abnormal_values: list[float] = field(default_factory=list)
+    deviating_values: list[float] = field(default_factory=list)
     scale_sum: float = 0.0
     examples: dict[str, float] = field(default_factory=dict)
     new: bool = False
@@ -171,6 +172,7 @@ def rank(
     n_slow = n_err = n_abn = 0
     trace_excess: dict[str, float] = {}
     gpu_excess: dict[str, float] = {}
+    gpu_comp_raw: dict[tuple[str, Component], float] = {}
     gpu_traces: dict[str, int] = {}
     gpu_service: dict[str, dict[str, float]] = {}
 
@@ -201,6 +203,7 @@ def rank(
             if excess > 0:
                 acc.excess += excess
                 acc.deviating += 1
+                acc.deviating_values.append(value)
                 total += excess
             if abnormal:
                 acc.abnormal_values.append(value)
@@ -210,10 +213,13 @@ def rank(
                 involved.add(comp[1])
         trace_excess[trace.trace_id] = total
         for uuid, svc in trace.gpu_uuids.items():
-            gpu_excess[uuid] = gpu_excess.get(uuid, 0.0) + total
+            # Only the excess of the service that runs on this GPU can be the GPU's doing.
+            for (comp, excess, _, _) in devs:
+                if excess > 0 and comp[1] == svc:
+                    gpu_comp_raw[(uuid, comp)] = gpu_comp_raw.get((uuid, comp), 0.0) + excess
             gpu_traces[uuid] = gpu_traces.get(uuid, 0) + 1
             gpu_service.setdefault(uuid, {})
-            gpu_service[uuid][svc] = gpu_service[uuid].get(svc, 0.0) + total + 1e-9
+            gpu_service[uuid][svc] = gpu_service[uuid].get(svc, 0.0) + 1.0
         for svc in involved:
             sa = services.setdefault(svc, _ServiceAcc())
             if abnormal:
@@ -233,9 +239,13 @@ def rank(
                 ref_excess[comp] = ref_excess.get(comp, 0.0) + excess
         for svc in {d[0][1] for d in devs if d[1] > 0 or d[2]}:
             services.setdefault(svc, _ServiceAcc()).ep += 1
+    raw_excess = {comp: acc.excess for comp, acc in comps.items()}
     for comp, acc in comps.items():
         if comp in ref_excess:
             acc.excess = max(0.0, acc.excess - acc.occurrences * ref_excess[comp] / ref_calls[comp])
+    for (uuid, comp), raw in gpu_comp_raw.items():
+        if raw_excess.get(comp):
+            gpu_excess[uuid] = gpu_excess.get(uuid, 0.0) + comps[comp].excess * raw / raw_excess[comp]
 
     total_excess = sum(a.excess for a in comps.values())
     lifts = {comp: max(0.0, a.errors - a.expected_errors) for comp, a in comps.items()}
@@ -352,12 +362,13 @@ def _candidate(comp, acc: _Acc, baselines: BaselineStore, score: float, comp_sco
     elif kind == EGRESS:
         label = f"{svc}'s outgoing calls ({op}) (its egress: waits seen on both sides of {svc})"
     now = median(acc.abnormal_values) if acc.abnormal_values else None
+    slow = median(acc.deviating_values) if acc.deviating_values else None
     if acc.new:
         parts.append(f"{label} appears only in the abnormal window ({acc.occurrences} calls)")
-    elif st is not None and now is not None and acc.excess > 0:
+    elif st is not None and slow is not None and acc.excess > 0:
         norm = " per token" if per_token else ""
-        parts.append(f"{label} self time{norm} {_fmt(now, bool(per_token))} vs {_fmt(st.median, bool(per_token))} "
-                     f"normally (z={z:.1f}) in {acc.deviating} calls")
+        parts.append(f"{label} self time{norm} {_fmt(slow, bool(per_token))} vs {_fmt(st.median, bool(per_token))} "
+                     f"normally in {acc.deviating} of {acc.occurrences} calls (z={st.z(slow):.1f})")
     else:
         parts.append(f"{label}")
     if acc.excess > 0:
@@ -381,6 +392,7 @@ def _candidate(comp, acc: _Acc, baselines: BaselineStore, score: float, comp_sco
             "component_share": round(comp_score, 4),
             "robust_z": round(z, 2),
             "window_median": now,
+            "slow_calls_median": slow,
             "baseline_median": st.median if st else None,
             "per_token": bool(per_token),
             "error_origins": acc.errors,
