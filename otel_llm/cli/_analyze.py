@@ -32,6 +32,8 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
                                                      "trace is complete (default 10) (env OTEL_LLM_RCA_QUIET_PERIOD)"),
         jsonl: Optional[Path] = typer.Option(None, "--jsonl", help="Append incidents as JSON lines to this file"),
         alertmanager: list[str] = typer.Option([], "--alertmanager", help="Alertmanager URL (repeatable: HA peers)"),
+        grafana: Optional[str] = typer.Option(None, "--grafana", help="Grafana URL: incidents become annotations "
+                                              "(credentials from GRAFANA_TOKEN or GRAFANA_USERNAME/PASSWORD)"),
         console: bool = typer.Option(True, "--console/--no-console", help="Print incidents to the terminal"),
         detectors: bool = typer.Option(True, "--detectors/--no-detectors", help="Run the threshold and PyOD "
                                        "detectors on request spans (RCA always runs)"),
@@ -65,6 +67,10 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
                 from otel_llm.exporters import AlertmanagerExporter
 
                 sinks.append(AlertmanagerExporter(alertmanager))
+            if grafana:
+                from otel_llm.exporters import GrafanaAnnotationExporter, GrafanaClient
+
+                sinks.append(GrafanaAnnotationExporter(GrafanaClient(grafana)))
             config = AnalyzeConfig(http_endpoint=http, grpc_endpoint=grpc, forward_endpoint=forward,
                                    forward_headers=headers, token=token,
                                    tls_cert=str(tls_cert) if tls_cert else None,
