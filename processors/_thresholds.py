@@ -83,7 +83,8 @@ class ThresholdConfig:
     horizon: int | None = None
     robust_window: int = 256
     """Points the rolling-quantile band (model ``robust`` and the fallback) looks back over."""
-    policy: AlarmPolicy = field(default_factory=AlarmPolicy)
+    policy: AlarmPolicy = field(default_factory=lambda: AlarmPolicy(k=2, n=3))
+    """Online default: 2 of the last 3 points past 4.5 band-sigmas (one noisy interval never pages)."""
     limits: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     breach_horizon_s: float = 900.0
     max_series: int = 10_000
@@ -136,7 +137,7 @@ class ThresholdConfig:
         if "policy" not in overrides:
             z = env_float(ev.OTEL_LLM_THRESHOLD_Z, None, None, minimum=0.1)
             if z is not None:
-                kw["policy"] = replace(AlarmPolicy(), threshold=z, recover=min(AlarmPolicy.recover, z))
+                kw["policy"] = AlarmPolicy(k=2, n=3, threshold=z, recover=min(AlarmPolicy.recover, z))
         return cls(**{**kw, **overrides}).validate()
 
     @property

@@ -110,8 +110,19 @@ def _proc(**kw):
     return ThresholdProcessor(ThresholdConfig(**kw), emit_metrics=False)
 
 
-def test_warm_up_has_no_alarms_then_a_spike_alarms():
+def test_online_default_needs_two_of_three_points():
+    assert (ThresholdConfig().policy.k, ThresholdConfig().policy.n) == (2, 3)
     proc = _proc(model="robust")
+    y = _series(60, seed=1)
+    dets = [d for i, v in enumerate(y[:50]) for d in proc.observe("m", {}, float(i), float(v))]
+    assert dets == []
+    assert proc.observe("m", {}, 50.0, 100.0) == []  # one spike: no page
+    assert proc.observe("m", {}, 51.0, 10.0) == []
+    assert len(proc.observe("m", {}, 52.0, 100.0)) == 1  # second of the last three: page
+
+
+def test_warm_up_has_no_alarms_then_a_spike_alarms():
+    proc = _proc(model="robust", policy=AlarmPolicy())
     y = _series(60, seed=1)
     dets = []
     for i, v in enumerate(y[:29]):
