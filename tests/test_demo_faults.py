@@ -33,8 +33,7 @@ def test_full_yaml_example_parses(tmp_path):
     assert faults[1].start == 90.0 and faults[1].end == 108.0 and faults[1].params["factor"] == 8.0
     assert faults[2].label() == "bus drop" and faults[2].params == {"gpu": 0, "xid": 79}
     assert faults[0].root_cause(GPUS).gpu == "GPU-bbbb"
-    assert faults[1].root_cause(GPUS).to_dict() == {"kind": "downstream", "service": "retrieval",
-                                                    "operation": "POST /search"}
+    assert faults[1].root_cause(GPUS).to_dict() == {"kind": "downstream", "service": "retrieval"}
     assert faults[3].root_cause(GPUS).operation == "queue"
 
 

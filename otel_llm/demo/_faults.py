@@ -93,7 +93,7 @@ class Fault:
             uuid = gpu_uuids[idx] if 0 <= idx < len(gpu_uuids) else None
             return RootCause("gpu", SERVICE_LLM, None, uuid)
         if self.kind == KIND_SLOW_DEPENDENCY:
-            return RootCause("downstream", str(self.params.get("service", SERVICE_RETRIEVAL)), "POST /search")
+            return RootCause("downstream", str(self.params.get("service", SERVICE_RETRIEVAL)))
         return RootCause("stage", SERVICE_LLM, "queue")
 
     def to_dict(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ with a seeded random fault schedule. From every run it writes:
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import defaultdict
 from collections.abc import Sequence
@@ -113,10 +114,15 @@ def write_rca_cases(out: Path, run_name: str, spans: Sequence[Any], faults: Sequ
     cases = []
     faults = sorted(faults, key=lambda f: f.start)
     for i, f in enumerate(faults):
-        prev_end = (faults[i - 1].end + 20.0) if i else 0.0
-        lo = t0 + max(prev_end, f.start - CONTEXT_BEFORE_S)
-        hi = t0 + f.end
-        chosen = [s for tid, ss in by_trace.items() if lo <= starts[tid] <= hi for s in ss]
+        # fault-free context before the fault (after the previous one has settled) ...
+        prev_end = faults[i - 1].end if i else -math.inf
+        lo = t0 + max(prev_end + min(20.0, 0.5 * (f.start - prev_end)), f.start - CONTEXT_BEFORE_S, 0.0)
+        ranges = [(lo, t0 + f.end)]
+        # ... and, when that is short, after it (before the next one)
+        if t0 + f.start - lo < 15.0:
+            nxt = faults[i + 1].start if i + 1 < len(faults) else math.inf
+            ranges.append((t0 + f.end + 10.0, t0 + min(nxt - 5.0, f.end + 10.0 + CONTEXT_BEFORE_S)))
+        chosen = [s for tid, ss in by_trace.items() if any(a <= starts[tid] <= b for a, b in ranges) for s in ss]
         if not chosen:
             continue
         case_id = f"{run_name}-{f.kind}"
