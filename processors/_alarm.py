@@ -10,7 +10,11 @@ from the forecast). The rule, in order:
    points below ``recover`` (< ``threshold``), so a value hovering near the
    band does not flap;
 4. **cooldown** -- after an alarm closes, ``cooldown`` points pass before
-   another may open.
+   another may open;
+5. optional **EWMA chart** (``ewma`` = smoothing weight, 0 = off): the
+   exponentially weighted mean of z, divided by its stationary standard
+   deviation ``sqrt(ewma / (2 - ewma))``, counts like a point z, so a sustained
+   small shift is caught before any single point crosses the threshold.
 
 Warm-up (no alarms until enough history) is the caller's job: it does not
 call :meth:`AlarmRule.step` before a band exists.
@@ -33,6 +37,7 @@ class AlarmPolicy:
     recover_n: int = 3
     cooldown: int = 0
     direction: str = "both"
+    ewma: float = 0.0
 
     def validate(self) -> AlarmPolicy:
         if self.direction not in VALID_DIRECTIONS:
@@ -45,6 +50,8 @@ class AlarmPolicy:
             raise ValueError(f"persistence needs 1 <= k <= n, got k={self.k} n={self.n}")
         if self.recover_n < 1:
             raise ValueError(f"recover_n must be >= 1, got {self.recover_n}")
+        if not (0.0 <= self.ewma < 1.0):
+            raise ValueError(f"ewma must be in [0, 1), got {self.ewma}")
         if self.cooldown < 0:
             raise ValueError(f"cooldown must be >= 0 points, got {self.cooldown}")
         return self
@@ -53,7 +60,7 @@ class AlarmPolicy:
 class AlarmRule:
     """Per-series state of an :class:`AlarmPolicy`. ``step(z)`` returns NONE, OPENED or CLOSED."""
 
-    __slots__ = ("_p", "_ring", "_pos", "hits", "active", "calm", "cooldown_left", "peak", "hit")
+    __slots__ = ("_p", "_ring", "_pos", "hits", "active", "calm", "cooldown_left", "peak", "hit", "zbar", "_zs")
 
     def __init__(self, policy: AlarmPolicy) -> None:
         self._p = policy
@@ -65,6 +72,8 @@ class AlarmRule:
         self.cooldown_left = 0
         self.peak = 0.0
         self.hit = False
+        self.zbar = 0.0
+        self._zs = (policy.ewma / (2.0 - policy.ewma)) ** 0.5 if policy.ewma > 0 else 0.0
 
     def effective(self, z: float) -> float:
         d = self._p.direction
@@ -73,6 +82,12 @@ class AlarmRule:
     def step(self, z: float) -> int:
         p = self._p
         e = abs(z) if p.direction == "both" else (z if p.direction == "up" else -z)
+        if self._zs:
+            self.zbar += p.ewma * (z - self.zbar)
+            zb = self.zbar / self._zs
+            eb = abs(zb) if p.direction == "both" else (zb if p.direction == "up" else -zb)
+            if eb > e:
+                e = eb
         hit = e >= p.threshold
         self.hit = hit
         ring = self._ring

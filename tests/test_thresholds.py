@@ -272,3 +272,13 @@ def test_env_configuration_precedence_and_errors(monkeypatch):
     monkeypatch.setenv("OTEL_LLM_THRESHOLD_LEVELS", "95,250")
     with pytest.raises(ValueError, match="OTEL_LLM_THRESHOLD_LEVELS"):
         ThresholdConfig.from_env()
+
+
+def test_optional_ewma_chart_catches_a_sustained_small_shift():
+    plain = AlarmRule(AlarmPolicy(threshold=4).validate())
+    chart = AlarmRule(AlarmPolicy(threshold=4, ewma=0.2).validate())
+    assert [plain.step(2.5) for _ in range(30)].count(OPENED) == 0
+    events = [chart.step(2.5) for _ in range(30)]
+    assert OPENED in events and events.index(OPENED) < 15
+    with pytest.raises(ValueError, match="ewma"):
+        AlarmPolicy(ewma=1.5).validate()
