@@ -370,3 +370,34 @@ def test_gpu_trouble_in_otlp_metrics_becomes_rca_evidence(service):
     assert (uuid, "clock throttling (hw_thermal_slowdown)") in reasons
     assert (uuid, "XID 79") in reasons  # the counter grew
     assert not any("gpu_idle" in r or "sw_power_cap" in r for _, r in reasons)  # harmless / inactive
+
+
+def test_forwards_to_a_grpc_downstream_byte_for_byte():
+    from concurrent import futures
+
+    got: list[bytes] = []
+
+    def export(raw, context):
+        got.append(raw)
+        return b""
+
+    down = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    down.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "opentelemetry.proto.collector.trace.v1.TraceService",
+        {"Export": grpc.unary_unary_rpc_method_handler(export)}),))
+    port = down.add_insecure_port("127.0.0.1:0")
+    down.start()
+    svc = _service(forward_endpoint=f"grpc://127.0.0.1:{port}")
+    proto, _, _ = _payload()
+    try:
+        assert _post(svc, proto).status_code == 200
+        assert _post(svc, gzip.compress(proto), **{"content-encoding": "gzip"}).status_code == 200
+        assert svc.forwarder.flush(10)
+        _, js, _ = _payload()
+        assert _post(svc, js, "application/json").status_code == 200
+        assert svc.forwarder.flush(10)
+        assert got[:2] == [proto, proto] and svc.forwarder.stats["forwarded"] == 3
+        assert decode_traces(got[2]) == decode_traces(js, json_payload=True)  # JSON re-encoded for gRPC
+    finally:
+        svc.shutdown()
+        down.stop(0)

@@ -2,7 +2,7 @@
 
 The receivers hand each request's body (still compressed, if it came so) with
 its content type and encoding to :meth:`Forwarder.submit`, which never blocks:
-a bounded queue (items and bytes) feeds one daemon thread that POSTs to
+a bounded queue (items and bytes) feeds ``workers`` daemon threads that POST to
 ``{endpoint}/v1/traces`` or ``/v1/metrics`` (OTLP/HTTP) or calls the OTLP gRPC
 service with the same serialized bytes (``grpc://host:port``). Retryable
 failures (connection errors, 429, 502, 503, 504; gRPC UNAVAILABLE and
@@ -38,6 +38,8 @@ class Payload:
     body: bytes
     content_type: str = "application/x-protobuf"
     content_encoding: str | None = None
+    message: bytes | None = None
+    """The uncompressed protobuf message, for a gRPC downstream (None: ``body`` already is)."""
 
 
 class Forwarder:
@@ -51,6 +53,7 @@ class Forwarder:
         max_items: int = 256,
         max_bytes: int = 64 * 1024 * 1024,
         max_retries: int = 5,
+        workers: int = 2,
         initial_backoff_s: float = 0.2,
         max_backoff_s: float = 10.0,
         timeout_s: float = 10.0,
@@ -75,12 +78,16 @@ class Forwarder:
         self._bytes = 0
         self._cond = threading.Condition()
         self._stop = False
-        self._busy = False
+        self._busy = 0
         self.stats: Counter[str] = Counter()
-        self._client = None
-        self._channel = None
-        self._thread = threading.Thread(target=self._run, name="otel-llm-forward", daemon=True)
-        self._thread.start()
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self._local = threading.local()  # one HTTP client / gRPC channel per sender thread
+        self._clients: list = []
+        self._threads = [threading.Thread(target=self._run, name=f"otel-llm-forward-{i}", daemon=True)
+                         for i in range(workers)]
+        for t in self._threads:
+            t.start()
 
     # ------------------------------------------------------------------ api
     def full(self, incoming: int = 0) -> bool:
@@ -114,11 +121,10 @@ class Forwarder:
             self._cond.notify_all()
         if left:
             self._drop("shutdown", left)
-        self._thread.join(timeout=timeout_s)
-        if self._client is not None:
-            self._client.close()
-        if self._channel is not None:
-            self._channel.close()
+        for t in self._threads:
+            t.join(timeout=timeout_s)
+        for client in self._clients:
+            client.close()
 
     # ------------------------------------------------------------- internals
     def _drop(self, reason: str, n: int = 1) -> None:
@@ -134,7 +140,7 @@ class Forwarder:
                     return
                 payload = self._queue.popleft()
                 self._bytes -= len(payload.body)
-                self._busy = True
+                self._busy += 1
             try:
                 self._deliver(payload)
             except Exception as exc:  # never let the thread die
@@ -142,7 +148,7 @@ class Forwarder:
                 self._drop("error")
             finally:
                 with self._cond:
-                    self._busy = False
+                    self._busy -= 1
                     self._cond.notify_all()
 
     def _deliver(self, payload: Payload) -> None:
@@ -167,14 +173,16 @@ class Forwarder:
         import httpx
         from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 
-        if self._client is None:
-            self._client = httpx.Client(timeout=self.timeout_s)
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = httpx.Client(timeout=self.timeout_s)
+            self._clients.append(client)
         headers = {"Content-Type": payload.content_type, **self.headers}
         if payload.content_encoding:
             headers["Content-Encoding"] = payload.content_encoding
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
-            resp = self._client.post(f"{self.endpoint}/v1/{payload.signal}", content=payload.body, headers=headers)
+            resp = client.post(f"{self.endpoint}/v1/{payload.signal}", content=payload.body, headers=headers)
         except httpx.HTTPError as exc:
             self._log_once("transport", exc)
             return False, True, None
@@ -194,15 +202,19 @@ class Forwarder:
     def _send_grpc(self, payload: Payload) -> tuple[bool, bool, float | None]:
         import grpc
 
-        if self._channel is None:
+        channel = getattr(self._local, "channel", None)
+        if channel is None:
             if self._secure_grpc:
-                self._channel = grpc.secure_channel(self._target, grpc.ssl_channel_credentials())
+                channel = grpc.secure_channel(self._target, grpc.ssl_channel_credentials())
             else:
-                self._channel = grpc.insecure_channel(self._target)
-        call = self._channel.unary_unary(_GRPC_PATHS[payload.signal])  # bytes in, bytes out: unchanged
+                channel = grpc.insecure_channel(self._target)
+            self._local.channel = channel
+            self._clients.append(channel)
+        call = channel.unary_unary(_GRPC_PATHS[payload.signal])  # bytes in, bytes out: unchanged
         metadata = [(k.lower(), v) for k, v in self.headers.items()]
         try:
-            call(payload.body, timeout=self.timeout_s, metadata=metadata)
+            body = payload.message if payload.message is not None else payload.body
+            call(body, timeout=self.timeout_s, metadata=metadata)
             return True, False, None
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None

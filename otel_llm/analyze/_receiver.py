@@ -113,7 +113,12 @@ class Intake:
             report_dropped(_COMPONENT, "overloaded", spans or 1)
             return Outcome(OVERLOADED, "analysis queue full; retry later")
         if fwd is not None:
-            fwd.submit(Payload(signal, raw, content_type, content_encoding))
+            message = None
+            if fwd.grpc and (json_payload or decoded_body is not raw):
+                # gRPC carries protobuf, uncompressed at this layer: the same message, re-encoded
+                # only when it arrived as JSON.
+                message = request.SerializeToString() if json_payload else decoded_body
+            fwd.submit(Payload(signal, raw, content_type, content_encoding, message))
         if not self.pipeline.submit(signal, request, spans):
             return Outcome(OVERLOADED, "analysis queue full; retry later")
         self.stats[f"{signal}_accepted"] += spans or 1
