@@ -81,6 +81,9 @@ class ThresholdConfig:
     refit_cpu_share: float = 0.25
     """Background fits sleep so they use at most this share of one core."""
     horizon: int | None = None
+    hold_during_alarm: int = 0
+    """While an alert is open, learn the forecast instead of the value for up to this many points
+    (0 = off), so the band does not adapt to the fault it is reporting; past that, the new level is learned."""
     robust_window: int = 256
     """Points the rolling-quantile band (model ``robust`` and the fallback) looks back over."""
     policy: AlarmPolicy = field(default_factory=lambda: AlarmPolicy(k=2, n=3))
@@ -176,7 +179,7 @@ class SeriesState:
     __slots__ = (
         "key", "metric", "attributes", "log", "limit", "hist", "n", "last_t", "dt", "band", "fit_n", "fit_t",
         "pending", "rule", "z", "score", "value", "j", "open_start", "open_detection", "predictive",
-        "last_event", "fits", "updates", "fallbacks", "forecaster", "full_fit_n",
+        "last_event", "alarm_len", "fits", "updates", "fallbacks", "forecaster", "full_fit_n",
     )
 
     def __init__(self, key: str, metric: str, attributes: Mapping[str, Any], cfg: ThresholdConfig, log: bool) -> None:
@@ -202,6 +205,7 @@ class SeriesState:
         self.open_detection: Detection | None = None
         self.predictive: Detection | None = None
         self.last_event = 0
+        self.alarm_len = 0
         self.fits = 0
         self.updates = 0
         self.fallbacks = 0
@@ -340,11 +344,11 @@ class ThresholdProcessor:
             dt = t - s.last_t
             s.dt = dt if s.dt == 0.0 else s.dt + 0.05 * (dt - s.dt)
         s.last_t = t
-        s.hist.append(value)
         s.n += 1
         s.value = value
         out = _EMPTY
         b = s.band
+        learn = value
         if b is not None:
             j = s.n - b.n0 - 1
             if j >= b.h:
@@ -361,8 +365,16 @@ class ThresholdProcessor:
             s.last_event = ev
             if ev:
                 out = [self._event(s, ev, t, value, j)]
+            hold = self.config.hold_during_alarm
+            if hold and rule.active:
+                s.alarm_len += 1
+                if s.alarm_len <= hold:
+                    learn = b.mean[j]  # the band does not learn the fault while it is being reported
+            else:
+                s.alarm_len = 0
         else:
             s.last_event = 0
+        s.hist.append(learn)
         cfg = self.config
         if (
             not s.pending

@@ -282,3 +282,21 @@ def test_optional_ewma_chart_catches_a_sustained_small_shift():
     assert OPENED in events and events.index(OPENED) < 15
     with pytest.raises(ValueError, match="ewma"):
         AlarmPolicy(ewma=1.5).validate()
+
+
+@pytest.mark.parametrize("hold", [0, 100])
+def test_hold_during_alarm_keeps_the_band_from_learning_the_fault(hold):
+    proc = _proc(model="robust", robust_window=20, update_every=1, hold_during_alarm=hold, policy=AlarmPolicy())
+    y = _series(60, seed=2, season=1000)
+    events = []
+    for i, v in enumerate(y):
+        events += proc.observe("m", {}, float(i), float(v))
+    for i in range(60, 120):  # a sustained fault: +10
+        events += proc.observe("m", {}, float(i), float(y[i - 60]) + 10)
+    opened = [d for d in events if d.active]
+    closed = [d for d in events if not d.active]
+    assert opened and opened[0].start == 60.0
+    if hold:
+        assert closed == []  # still reported at the end of the fault
+    else:
+        assert closed and closed[0].end < 100  # the band learned the new level
