@@ -80,6 +80,9 @@ OTEL_LLM_INSTRUMENTATIONS: Final = "OTEL_LLM_INSTRUMENTATIONS"
 """Instrumentors ``configure()`` turns on: ``all`` (default), ``none``, or a comma list (transformers,torch,...)."""
 OTEL_LLM_TORCH_MODULES: Final = "OTEL_LLM_TORCH_MODULES"
 """Comma list of ``nn.Module`` class names (or dotted paths) whose forward() gets a span (default: none)."""
+OTEL_LLM_PREAGGREGATE: Final = "OTEL_LLM_PREAGGREGATE"
+"""Pre-aggregate GenAI histograms in otel-llm (default true: ~1-2 us per value, always cumulative, Views do not
+apply to them); false records through SDK histogram instruments."""
 
 # --- root-cause analysis and the `otel-llm analyze` service -------------------
 OTEL_LLM_RCA_QUIET_PERIOD: Final = "OTEL_LLM_RCA_QUIET_PERIOD"

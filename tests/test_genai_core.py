@@ -202,3 +202,32 @@ def test_pre_aggregated_gap_buckets_match_sdk_buckets():
         for m in sm.metrics if sm.scope.name == "fast"
     }
     mp.shutdown()
+
+
+def test_pre_aggregated_record_matches_sdk_and_keeps_exemplars(telemetry, monkeypatch):
+    """record() on the fast path: same point as the SDK instrument, exemplar from the sampled span."""
+    fast = GenAIInstruments(telemetry.meter_provider.get_meter("fast"), meter_provider=telemetry.meter_provider)
+    assert fast.preaggregated
+    slow = GenAIInstruments(telemetry.meter_provider.get_meter("slow"), meter_provider=telemetry.meter_provider,
+                            preaggregate=False)
+    assert not slow.preaggregated
+    tracer = telemetry.tracer_provider.get_tracer("t")
+    rng = np.random.default_rng(11)
+    values = list(rng.lognormal(-3, 1.0, size=200)) + list(sc.BUCKETS_TTFT_S)  # bounds: lower bucket
+    with tracer.start_as_current_span("req") as span:
+        for v in values:
+            fast.time_to_first_token.record(v, {"m": "x"})
+            slow.time_to_first_token.record(v, {"m": "x"})
+    fast.time_to_first_token.record(float("nan"), {"m": "x"})  # dropped and counted, never raised
+    data = telemetry.metric_reader.get_metrics_data()
+    by_scope = {
+        sm.scope.name: m.data.data_points[0]
+        for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        if m.name == sc.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN
+    }
+    a, b = by_scope["fast"], by_scope["slow"]
+    assert list(a.bucket_counts) == list(b.bucket_counts) and list(a.explicit_bounds) == list(b.explicit_bounds)
+    assert (a.count, a.min, a.max) == (b.count, b.min, b.max) and a.sum == pytest.approx(b.sum)
+    assert a.exemplars and {e.trace_id for e in a.exemplars} == {span.get_span_context().trace_id}
+    monkeypatch.setenv("OTEL_LLM_PREAGGREGATE", "false")
+    assert not GenAIInstruments(telemetry.meter_provider.get_meter("env"), meter_provider=telemetry.meter_provider).preaggregated
