@@ -318,3 +318,32 @@ def test_pipeline_produces_one_span(inst, telemetry, tiny_model):
     (span,) = telemetry.spans()
     assert span.attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] == len(tok("hello there")["input_ids"])
     assert 0 < span.attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] <= 5
+
+
+def test_pipeline_content_uses_the_pipelines_tokenizer(telemetry, tiny_model, monkeypatch):
+    import json
+
+    from transformers import pipeline
+
+    model, tok = tiny_model
+    instrumentor = TransformersInstrumentor()
+    instrumentor.instrument(tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider,
+                            capture_content=True)
+    try:
+        pipe = pipeline("text-generation", model=model, tokenizer=tok, device="cpu")
+        pipe("call 4111 1111 1111 1111 now", max_new_tokens=4, do_sample=False)
+    finally:
+        instrumentor.uninstrument()
+    (msg,) = json.loads(telemetry.spans()[0].attributes[sc.GEN_AI_INPUT_MESSAGES])
+    assert "[REDACTED_CARD]" in msg["parts"][0]["content"] and "4111" not in msg["parts"][0]["content"]
+
+
+def test_num_return_sequences_counts_each_choice(inst, telemetry, tiny_model):
+    model, tok = tiny_model
+    enc = tok("sample me", return_tensors="pt")
+    out = model.generate(**enc, max_new_tokens=6, do_sample=True, num_return_sequences=3)
+    a = telemetry.spans()[0].attributes
+    assert a[sc.GEN_AI_REQUEST_CHOICE_COUNT] == 3
+    assert list(a[sc.OTEL_LLM_INPUT_TOKENS_PER_SEQUENCE]) == [enc["input_ids"].shape[1]]
+    expected = _expected_output_counts(out[:, enc["input_ids"].shape[1] :], tok.eos_token_id)
+    assert list(a[sc.OTEL_LLM_OUTPUT_TOKENS_PER_SEQUENCE]) == expected and len(expected) == 3
