@@ -117,3 +117,28 @@ def test_command_reports_a_missing_cases_file(tmp_path):
 
     result = CliRunner().invoke(build_app(), ["eval", "rca", "--cases", str(tmp_path / "nope.jsonl")])
     assert result.exit_code == 2 and "nope.jsonl" in result.output
+
+
+REFERENCE = Path(__file__).parent / "fixtures" / "rca" / "reference" / "cases.jsonl"
+
+
+def test_reference_setup_slow_downstream_and_gpu_fault_rank_first():
+    """Cases recorded from the real reference server (gzip OTLP/JSON, the demo's generator format)."""
+    from otel_llm.processors.rca import GpuAnomaly, rank_window
+
+    cases = {c.id: c for c in load_cases(REFERENCE)}
+    result = evaluate(cases.values())
+    assert result["AC@1"] == 1.0, [(r["id"], r["rank"], r["top5"][:2]) for r in result["per_case"]]
+    slow = next(r for r in result["per_case"] if r["id"].endswith("slow_dependency"))
+    assert slow["top5"][0]["kind"] == "downstream" and "called by retrieval" in slow["top5"][0]["reason"]
+    # With the GPU detector's finding for the throttled GPU (what the online pipeline passes), the
+    # GPU itself ranks first, ahead of the decode stage it slows.
+    case = cases["run00-gpu_throttle"]
+    import gzip
+
+    with gzip.open(case.spans, "rb") as fh:
+        spans = list(read_otlp_json_lines(fh))
+    gpu = case.root_cause["gpu"]
+    cands = rank_window(spans, case.fault_start, case.fault_end,
+                        gpu_events=[GpuAnomaly(gpu, case.fault_start, case.fault_end, "clock throttling (hw_thermal_slowdown)")])
+    assert cands[0].kind == "gpu" and cands[0].name == gpu and match_rank(cands, case.root_cause) == 1

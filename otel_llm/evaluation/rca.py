@@ -6,8 +6,8 @@ A cases file is JSON lines, one case per line::
      "fault_end": 1700000300.0, "root_cause": {"service": "...", "operation": "..."}}
 
 ``spans`` is an OTLP/JSON file in the Collector file-exporter format (one
-``ExportTraceServiceRequest`` per line); a relative path resolves against the
-cases file's folder. Ranking runs the same RCA as online
+``ExportTraceServiceRequest`` per line; ``.gz`` files are read compressed); a
+relative path resolves against the cases file's folder. Ranking runs the same RCA as online
 (:func:`otel_llm.processors.rca.rank_window`: traces starting inside
 ``[fault_start, fault_end]`` against every other trace as the baseline) and
 never reads ``root_cause``.
@@ -15,12 +15,15 @@ never reads ``root_cause``.
 Scoring: when the label names an ``operation``, a candidate matches if its
 service and operation both match, and ranks count distinct (service,
 operation) pairs; otherwise ranks count distinct services. A ``gpu`` label
-also matches a GPU candidate with that UUID. AC@k is the share of cases whose
+also matches a GPU candidate with that UUID. An uninstrumented downstream
+candidate (a database, a vector store) also matches the service that calls it
+(its ``evidence["callers"]``): "X's dependency is slow" names X. AC@k is the share of cases whose
 root cause is within the top k; Avg@5 is the mean of AC@1..AC@5.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -80,7 +83,8 @@ def rank_case(case: RcaCase, *, max_candidates: int = 10) -> list[RootCauseCandi
     from otel_llm.analyze._otlp import read_otlp_json_lines
     from otel_llm.processors.rca import rank_window
 
-    with open(case.spans, "rb") as fh:
+    opener = gzip.open if case.spans.suffix == ".gz" else open
+    with opener(case.spans, "rb") as fh:
         spans = list(read_otlp_json_lines(fh))
     return rank_window(spans, case.fault_start, case.fault_end, max_candidates=max_candidates)
 
@@ -102,7 +106,9 @@ def match_rank(candidates: Sequence[RootCauseCandidate], root_cause: dict[str, A
             seen.append(key)
         if gpu and c.kind == "gpu" and c.name == gpu:
             return seen.index(key) + 1
-        if c.service == service and (not by_operation or (c.kind != "gpu" and c.operation == operation)):
+        same_service = c.service == service or (
+            c.kind == "downstream" and service in (c.evidence.get("callers") or ()))
+        if same_service and (not by_operation or (c.kind != "gpu" and c.operation == operation)):
             return seen.index(key) + 1
     return None
 

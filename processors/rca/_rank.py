@@ -64,6 +64,7 @@ class _Acc:
     scale_sum: float = 0.0
     examples: dict[str, float] = field(default_factory=dict)
     new: bool = False
+    callers: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -192,7 +193,9 @@ def rank(
         for (comp, excess, unexpected, value), c in zip(devs, trace.contributions, strict=True):
             acc = comps.get(comp)
             if acc is None:
-                acc = comps[comp] = _Acc(new=baselines.component(comp) is None)
+                acc = comps[comp] = _Acc(new=baselines.component(comp) is None and comp[0] != EGRESS)
+            if comp[0] == DOWNSTREAM and c.via is not None:
+                acc.callers[c.via[0]] = acc.callers.get(c.via[0], 0) + 1
             acc.occurrences += 1
             acc.scale_sum += c.scale
             st = baselines.component(comp)
@@ -308,10 +311,16 @@ def rank(
         svc_weights = gpu_service.get(ev.uuid, {})
         svc = max(svc_weights, key=svc_weights.get) if svc_weights else None
         best_on_gpu = max((c.score for c in candidates if svc and c.service == svc), default=0.0)
+        top_score = max((c.score for c in candidates), default=0.0)
+        # Traffic share of this GPU among the traces of its service that carry a GPU.
+        peers = [t for t in window if svc and any(s == svc for s in t.gpu_uuids.values())]
+        traffic = gpu_traces.get(ev.uuid, 0) / len(peers) if peers else 0.0
+        lift = share / traffic if traffic else 0.0
         score = 0.3 * ev.score + 0.7 * share
-        if share >= 0.3:
-            # The slowdown sits in traces that ran on this GPU, which is known to
-            # misbehave: the GPU explains its service's stage, so it ranks above it.
+        if share >= 0.3 or (share >= 0.1 and lift >= 0.8 and best_on_gpu >= 0.5 * top_score):
+            # The slowdown sits in the service running on this GPU, in its traces at
+            # least as much as elsewhere, and the GPU itself reports trouble: the GPU
+            # explains its service's slow stage, so it ranks just above it.
             score = max(score, best_on_gpu * 1.05 + 1e-6)
         reason = f"GPU {ev.uuid}: {ev.reason} during the window"
         if gpu_traces.get(ev.uuid):
@@ -320,7 +329,8 @@ def rank(
         candidates.append(RootCauseCandidate(
             kind="gpu", name=ev.uuid, score=round(score, 4), reason=reason, service=svc, operation=None,
             evidence={"gpu_reason": ev.reason, "gpu_event_start": ev.start, "gpu_event_end": ev.end,
-                      "excess_share": round(share, 4), "traces_on_gpu": gpu_traces.get(ev.uuid, 0)},
+                      "excess_share": round(share, 4), "traffic_share": round(traffic, 4),
+                      "excess_lift": round(lift, 2), "traces_on_gpu": gpu_traces.get(ev.uuid, 0)},
             trace_ids=tuple(t.trace_id for t in examples[:_MAX_EXAMPLES]),
         ))
     candidates.sort(key=lambda c: -c.score)
@@ -355,8 +365,9 @@ def _candidate(comp, acc: _Acc, baselines: BaselineStore, score: float, comp_sco
     share, svc_lift, ochiai, _ = detail
     parts: list[str] = []
     label = f"{svc} {op}" if kind != STAGE else f"{svc} stage {op}"
+    callers = sorted(acc.callers, key=lambda x: -acc.callers[x])
     if kind == DOWNSTREAM:
-        label = f"downstream {svc} ({op})"
+        label = f"downstream {svc} ({op}" + (f", called by {', '.join(callers[:2])})" if callers else ")")
     elif kind == NETWORK:
         label = f"calls to {svc} {op} (wait not covered by its span: network / queueing)"
     elif kind == EGRESS:
@@ -400,6 +411,7 @@ def _candidate(comp, acc: _Acc, baselines: BaselineStore, score: float, comp_sco
             "error_lift": round(lift, 3),
             "ochiai": round(ochiai, 3),
             "calls": acc.occurrences,
+            "callers": callers[:5],
             "abnormal_traces": n_abn,
             "window_traces": n_window,
         },

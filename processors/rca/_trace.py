@@ -69,7 +69,7 @@ class Contribution:
     error_origin: bool
     span_id: str
     via: tuple[str, str] | None = None
-    """For time blamed on a callee: the calling (service, CLIENT span name)."""
+    """For time blamed on a callee or a downstream: the calling (service, span name)."""
 
 
 @dataclass(slots=True)
@@ -302,12 +302,13 @@ def _attribute(
         if not kids:
             peer = _peer_of(s)
             component = (DOWNSTREAM, peer, s.name) if peer else (DOWNSTREAM, s.service, s.name)
-            out.append(Contribution(component, self_time, 1.0, on_cp, origin, s.span_id))
+            out.append(Contribution(component, self_time, 1.0, on_cp, origin, s.span_id, (s.service, s.name)))
             return
     elif not kids and s.kind == KIND_INTERNAL:
         peer = _peer_of(s)  # a leaf naming a database / peer service is a call, whatever its kind
         if peer:
-            out.append(Contribution((DOWNSTREAM, peer, s.name), self_time, 1.0, on_cp, origin, s.span_id))
+            out.append(Contribution((DOWNSTREAM, peer, s.name), self_time, 1.0, on_cp, origin, s.span_id,
+                                    (s.service, s.name)))
             return
     stage = stage_of(s)
     if stage is not None:
