@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     proc.shutdown()
     out["soak"] = {"seconds": args.soak_seconds, "points": total, "rss_mib_start": round(rss0, 1),
                    "rss_mib_end": round(rss_mib(), 1), "rss_mib_max": max(samples) if samples else None,
+                   "rss_mib_at_quarters": [samples[min(len(samples) - 1, len(samples) * q // 4)] for q in (1, 2, 3, 4)]
+                   if samples else None,
                    "dropped": dict(proc.dropped), "fit_failures": dict(proc.fit_failures)}
     if args.replay:
         out["false_alarm_replay"] = replay_false_alarms(args.replay)
