@@ -26,7 +26,7 @@ def test_analyze_command_serves_and_stops(tmp_path):
     token.write_text("t0ken\n")
     proc = subprocess.Popen(
         [sys.executable, "-c", "from otel_llm.cli import main; main()", "analyze", "--http", f"127.0.0.1:{port}", "--grpc", "none",
-         "--no-detectors", "--no-console", "--token-file", str(token), "--jsonl", str(tmp_path / "inc.jsonl")],
+         "--no-detectors", "--no-console", "--gpu-source", "sim", "--token-file", str(token), "--jsonl", str(tmp_path / "inc.jsonl")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

@@ -35,9 +35,22 @@ def default_span_consumers(*, thresholds: bool = True, anomaly: bool = True,
         try:
             from otel_llm.processors._anomaly import RequestAnomalyProcessor
 
-            proc = RequestAnomalyProcessor(gpu_state=gpu_state) if gpu_state else RequestAnomalyProcessor()
+            at = getattr(gpu_state, "at", gpu_state)  # a GpuStateStore or a (uuid, t) -> sample function
+            proc = RequestAnomalyProcessor(gpu_state=at) if at else RequestAnomalyProcessor()
             consumers.append(proc.observe)
             closeables.append(proc)
         except ImportError as exc:
             _logger.warning("PyOD request-anomaly detector unavailable (%s); install otel-llm[analyze]", exc)
     return consumers, closeables
+
+
+def start_gpu_polling(source: str, interval_s: float | None = None) -> tuple[Any, Any]:
+    """Poll local GPUs (``otel_llm.collectors``: dcgm, dcgm-exporter, nvml, sim, auto) into a
+    :class:`~otel_llm.collectors.GpuStateStore` for RCA and the PyOD features, and export them as
+    OTel metrics through the global meter provider. Returns ``(store, poller)``; call
+    ``poller.shutdown()`` at exit."""
+    from otel_llm.collectors import GpuMetrics, GpuStateStore, create_collector
+
+    store = GpuStateStore()
+    poller = GpuMetrics(create_collector(source), interval_s=interval_s, store=store).start()
+    return store, poller

@@ -35,6 +35,9 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         grafana: Optional[str] = typer.Option(None, "--grafana", help="Grafana URL: incidents become annotations "
                                               "(credentials from GRAFANA_TOKEN or GRAFANA_USERNAME/PASSWORD)"),
         console: bool = typer.Option(True, "--console/--no-console", help="Print incidents to the terminal"),
+        gpu_source: Optional[str] = typer.Option(None, "--gpu-source", help="Also poll this host's GPUs as RCA "
+                                                 "evidence: auto | dcgm | dcgm-exporter | nvml | sim (default: "
+                                                 "none; remote GPUs arrive as OTLP metrics)"),
         detectors: bool = typer.Option(True, "--detectors/--no-detectors", help="Run the threshold and PyOD "
                                        "detectors on request spans (RCA always runs)"),
     ) -> None:
@@ -46,6 +49,8 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
 
         from otel_llm.analyze import AnalyzeConfig, AnalyzeService, ConsoleSink, JsonlSink
         from otel_llm.analyze._detectors import default_span_consumers
+
+        consumers: list = []
 
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         err = Console(stderr=True)
@@ -76,8 +81,15 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
                                    tls_cert=str(tls_cert) if tls_cert else None,
                                    tls_key=str(tls_key) if tls_key else None, max_request_bytes=max_request_bytes,
                                    queue_size=queue_size, quiet_period_s=quiet_period)
-            consumers, closeables = default_span_consumers() if detectors else ([], [])
-            service = AnalyzeService(config, sinks=sinks, span_consumers=consumers)
+            store = None
+            if gpu_source and gpu_source != "none":
+                from otel_llm.analyze._detectors import start_gpu_polling
+
+                store, poller = start_gpu_polling(gpu_source)
+                closeables.append(poller)
+            consumers, more = default_span_consumers(gpu_state=store) if detectors else ([], [])
+            closeables += more
+            service = AnalyzeService(config, sinks=sinks, span_consumers=consumers, gpu_state=store)
         except (ValueError, OSError) as exc:
             err.print(f"[red]error:[/] {exc}")
             raise typer.Exit(2) from None
