@@ -27,13 +27,19 @@ def _series(n=200, seed=0, season=24):
 
 
 # ------------------------------------------------------------------ contract
-@pytest.mark.parametrize("model", VALID_MODELS)
+# conformal intervals apply to the statsforecast models; the rolling-quantile band is already empirical
+_PATHS = [(m, False) for m in VALID_MODELS] + [(m, True) for m in VALID_MODELS if m != "robust"]
+
+
+@pytest.mark.parametrize(("model", "conformal"), _PATHS)
 @pytest.mark.parametrize("log_scale", [False, True])
-def test_all_forecast_paths_agree(model, log_scale):
+def test_all_forecast_paths_agree(model, conformal, log_scale):
     y = _series()
     kw = {"season_length": 24} if model == "mstl" else {}
-    stateless = forecast(y, 12, [80, 95], model=model, log_scale=log_scale, **kw)
-    bf = BandForecaster(model, level=[80, 95], log_scale=log_scale, fallback=False, **kw).fit(y)
+    stateless = forecast(y, 12, [80, 95], model=model, log_scale=log_scale, conformal=conformal, **kw)
+    bf = BandForecaster(model, level=[80, 95], log_scale=log_scale, conformal=conformal, fallback=False, **kw).fit(
+        y, h=12
+    )
     stateful = bf.predict(12)
     updated = bf.update(y, 12)  # statsforecast's forward path on the same history
     assert set(stateless) == {"mean", "lo-80", "hi-80", "lo-95", "hi-95"}
