@@ -64,3 +64,35 @@ def test_bad_arguments_list_valid_choices(tmp_path):
     assert r.exit_code != 0 and "threshold, pyod" in r.output
     r = runner.invoke(build_app(), ["eval", "anomaly", "--nab", str(tmp_path)])
     assert r.exit_code == 2 and "data" in r.output
+
+
+def test_odd_series_do_not_break_the_harness(tmp_path):
+    import math
+
+    from otel_llm.evaluation.anomaly import evaluate
+
+    data = tmp_path / "data" / "odd"
+    data.mkdir(parents=True)
+    (tmp_path / "labels").mkdir()
+    series = {
+        "constant.csv": [5.0] * 200,
+        "short.csv": [1.0, 2.0, 3.0],
+        "gaps.csv": [math.nan if i % 17 == 0 else float(i % 5) for i in range(200)],
+        "negative.csv": [-1000.0 + (i % 7) for i in range(200)],
+        "huge.csv": [1e300 if i == 150 else 1.0 + (i % 3) for i in range(200)],
+    }
+    for name, values in series.items():
+        rows = ["timestamp,value"] + [
+            f"2024-01-01 {i // 60:02d}:{i % 60:02d}:00,{'' if math.isnan(v) else v!r}" for i, v in enumerate(values)
+        ]
+        (data / name).write_text("\n".join(rows) + "\n")
+    (tmp_path / "labels" / "combined_windows.json").write_text(
+        json.dumps({"odd/huge.csv": [["2024-01-01 02:28:00.000000", "2024-01-01 02:32:00.000000"]]})
+    )
+    for detector in ("threshold", "pyod"):
+        out = evaluate(tmp_path, detector, tmp_path / f"res-{detector}")
+        assert out["series"] == 5 and out["points"] == 803
+        rows = list(csv.DictReader((tmp_path / f"res-{detector}" / "odd" / "constant.csv").open()))
+        assert len(rows) == 200
+    thr = evaluate(tmp_path, "threshold")
+    assert thr["event"]["detected"] == 1  # the 1e300 spike inside its window
