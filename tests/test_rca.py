@@ -414,3 +414,26 @@ def test_sdk_span_processor_feeds_rca_in_process():
     assert ("downstream", "sqlite", "db") in comps and ("operation", "in-proc", "handle") in comps
     tp.shutdown()
     tp.shutdown()  # idempotent
+
+
+def test_ids_in_span_names_share_one_baseline():
+    from otel_llm.processors.rca import operation_name
+
+    assert operation_name("GET /orders/12345?full=1") == "GET /orders/{id}"
+    assert operation_name("GET /users/3fa85f64-5717-4562-b3fc-2c963f66afa6/cart") == "GET /users/{id}/cart"
+    assert operation_name("POST /v1/chat/completions") == "POST /v1/chat/completions"
+    rng = random.Random(1)
+    spans, t = [], 0.0
+    for i in range(260):
+        tid = f"{rng.getrandbits(128):032x}"
+        slow = i >= 200
+        db = 0.002 * rng.uniform(0.9, 1.1) * (10 if slow else 1)
+        own = 0.005 * rng.uniform(0.8, 1.2)  # every request names its own order id
+        spans += [span(tid, "a" * 16, None, f"GET /orders/{rng.randrange(10**9)}", "orders", t, t + own + db,
+                       kind="server"),
+                  span(tid, "b" * 16, "a" * 16, "SELECT", "orders", t + own / 2, t + own / 2 + db, kind="client",
+                       **{semconv.DB_SYSTEM_NAME: "postgres"})]
+        t += 0.5
+    cands = rank_window(spans, 100.0, t)
+    assert cands[0].service == "postgres"
+    assert all(c.operation != "GET /orders/{id}" or c.evidence["excess_s"] < 0.01 for c in cands)

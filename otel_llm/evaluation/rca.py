@@ -97,7 +97,11 @@ def _key(c: RootCauseCandidate, by_operation: bool) -> tuple[str, ...]:
 
 def match_rank(candidates: Sequence[RootCauseCandidate], root_cause: dict[str, Any]) -> int | None:
     """1-based rank of the labelled root cause in ``candidates`` (None when absent)."""
+    from otel_llm.processors.rca import operation_name
+
     service, operation, gpu = root_cause.get("service"), root_cause.get("operation"), root_cause.get("gpu")
+    if isinstance(operation, str):
+        operation = operation_name(operation)  # candidates carry span names with ids taken out
     by_operation = bool(operation)
     seen: list[tuple[str, ...]] = []
     for c in candidates:

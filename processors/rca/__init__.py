@@ -22,7 +22,7 @@ from ._offline import rank_summaries, rank_window
 from ._processor import RcaProcessor
 from ._rank import GpuAnomaly, rank
 from ._synthetic import FAULTS, SyntheticCase, generate_case
-from ._trace import Contribution, TraceSummary, stage_of, summarize
+from ._trace import Contribution, TraceSummary, operation_name, stage_of, summarize
 
 
 def __getattr__(name: str):  # the SDK adapter pulls in opentelemetry-sdk: load it on use
@@ -36,6 +36,6 @@ def __getattr__(name: str):  # the SDK adapter pulls in opentelemetry-sdk: load 
 __all__ = [
     "FAULTS", "AssembledTrace", "AssemblyStats", "BaselineStore", "Contribution", "GpuAnomaly", "RcaProcessor",
     "RcaSpanProcessor", "Stats", "SyntheticCase", "TraceAssembler", "TraceSummary", "events_from_detections",
-    "events_from_samples", "events_from_store", "generate_case", "group_by_trace", "rank", "rank_summaries", "rank_window",
+    "events_from_samples", "events_from_store", "generate_case", "group_by_trace", "operation_name", "rank", "rank_summaries", "rank_window",
     "stage_of", "summarize",
 ]

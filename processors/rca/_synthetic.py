@@ -66,7 +66,7 @@ class _Topology:
             ops = []
             for oi in range(rng.randint(1, 3)):
                 verb = rng.choice(["GET", "POST"])
-                ops.append(_Op(svc, f"{verb} /{svc.split('-')[0]}/{oi}", rng.uniform(1, 15)))
+                ops.append(_Op(svc, f"{verb} /{svc.split('-')[0]}/op{oi}", rng.uniform(1, 15)))
             self.ops[svc] = ops
             later = self.services[si + 1:]
             for op in ops:

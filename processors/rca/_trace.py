@@ -22,6 +22,7 @@ counted in :class:`TraceSummary` ``issues``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,6 +95,29 @@ class TraceSummary:
     @property
     def root_key(self) -> tuple[str, str]:
         return (self.root_service, self.root_operation)
+
+
+_ID_SEGMENT = re.compile(
+    r"^(?:\d+|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{12,}|[A-Za-z0-9_-]{20,})$")
+_names: dict[str, str] = {}
+
+
+def operation_name(name: str) -> str:
+    """The span name with ids taken out (``GET /orders/12345?x=1`` -> ``GET /orders/{id}``),
+    so that operations named after their arguments still share one baseline. Returns the
+    same object when nothing changes."""
+    got = _names.get(name)
+    if got is not None:
+        return got
+    base = name.split("?", 1)[0]
+    if "/" in base:
+        parts = base.split("/")
+        base = "/".join("{id}" if _ID_SEGMENT.match(p) else p for p in parts)
+    out = name if base == name else base
+    if len(_names) < 100_000:
+        _names[name] = out
+    return out
 
 
 def stage_of(span: SpanRecord) -> str | None:
@@ -189,9 +213,11 @@ def summarize(spans: Sequence[SpanRecord], *, partial: bool = False) -> TraceSum
         if s.span_id in by_id:
             count("duplicate_span_id")
             continue
-        if s.end < s.start:
-            count("negative_duration")
-            s = SpanRecord(s.trace_id, s.span_id, s.parent_id, s.name, s.service, s.start, s.start,
+        name = operation_name(s.name)
+        if s.end < s.start or name is not s.name:
+            if s.end < s.start:
+                count("negative_duration")
+            s = SpanRecord(s.trace_id, s.span_id, s.parent_id, name, s.service, s.start, max(s.start, s.end),
                            s.kind, s.error, s.attributes, s.resource)
         by_id[s.span_id] = s
         ordered.append(s)
