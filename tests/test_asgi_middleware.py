@@ -300,7 +300,7 @@ async def test_content_is_captured_only_when_opted_in_and_redacted(telemetry):
 async def test_instrumentor_patches_starlette_and_uninstrument_restores(telemetry):
     from starlette.applications import Starlette as S
 
-    original = S.build_middleware_stack
+    original = S.__call__
     inst = OpenAIServerInstrumentor()
     inst.instrument(tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider)
     try:
@@ -318,7 +318,7 @@ async def test_instrumentor_patches_starlette_and_uninstrument_restores(telemetr
         assert len(telemetry.spans()) == 2
     finally:
         inst.uninstrument()
-    assert S.build_middleware_stack is original
+    assert S.__call__ is original
     telemetry.clear()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=built_while_on), base_url="http://t") as c:
         await c.post("/v1/chat/completions", json={"model": "fake-model"})  # built before: now a pass-through
@@ -357,3 +357,60 @@ async def test_record_metrics_false_keeps_spans_and_drops_points(telemetry):
     assert span.attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == 2
     assert telemetry.points(sc.GEN_AI_SERVER_REQUEST_DURATION) == []
     assert telemetry.points(sc.GEN_AI_CLIENT_TOKEN_USAGE) == []
+
+
+async def test_nested_under_an_outer_http_server_span(telemetry):
+    """Under opentelemetry-instrumentation-asgi style middleware, ours is an INTERNAL child, not a 2nd SERVER span."""
+    from opentelemetry import context, trace
+
+    inner = OpenAIServerMiddleware(_app(), tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider)
+    tracer = telemetry.tracer_provider.get_tracer("outer")
+
+    async def outer(scope, receive, send):
+        with tracer.start_as_current_span("POST /v1/chat/completions", kind=trace.SpanKind.SERVER):
+            await inner(scope, receive, send)
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=outer), base_url="http://t") as client:
+        await client.post("/v1/chat/completions", json={"model": "fake-model"})
+    spans = {s.name: s for s in telemetry.spans()}
+    ours, http = spans["chat fake-model"], spans["POST /v1/chat/completions"]
+    assert ours.kind.name == "INTERNAL" and ours.parent.span_id == http.context.span_id
+    assert context.get_current() is not None
+
+
+async def test_fastapi_app_is_instrumented_by_the_global_patch(telemetry):
+    from fastapi import FastAPI
+
+    api = FastAPI()
+
+    @api.post("/v1/completions")
+    async def completions(body: dict):
+        return {"id": "cmpl-1", "object": "text_completion", "model": body["model"],
+                "choices": [{"index": 0, "text": "ok", "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
+
+    inst = OpenAIServerInstrumentor()
+    inst.instrument(tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider,
+                    provider_name="vllm")
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://t") as client:
+            r = await client.post("/v1/completions", json={"model": "m", "prompt": "x"})
+        assert r.json()["usage"]["completion_tokens"] == 1
+    finally:
+        inst.uninstrument()
+    (span,) = telemetry.spans()
+    assert span.name == "text_completion m" and span.attributes[sc.GEN_AI_PROVIDER_NAME] == "vllm"
+    assert span.attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == 1
+
+
+async def test_a_mounted_instrumented_app_is_traced_once(telemetry):
+    from starlette.routing import Mount
+
+    kw = {"tracer_provider": telemetry.tracer_provider, "meter_provider": telemetry.meter_provider}
+    inner = OpenAIServerMiddleware(_app(), **kw)
+    outer = OpenAIServerMiddleware(Starlette(routes=[Mount("/api", app=inner)]), **kw)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=outer), base_url="http://t") as client:
+        r = await client.post("/api/v1/chat/completions", json={"model": "fake-model"})
+    assert r.status_code == 200
+    assert len(telemetry.spans()) == 1
+    assert sum(p.count for p in telemetry.points(sc.GEN_AI_SERVER_REQUEST_DURATION)) == 1

@@ -1,11 +1,12 @@
 """``OpenAIServerInstrumentor``: the middleware on every Starlette / FastAPI app, or on one.
 
-``instrument()`` wraps ``Starlette.build_middleware_stack`` (FastAPI, vLLM's
-and SGLang's API servers and llama-cpp-python's server are Starlette apps),
-so every app built afterwards -- and every app that has not served its first
-request yet -- gets :class:`OpenAIServerMiddleware` as its outermost layer.
-``uninstrument()`` restores the original method and turns the middleware of
-apps already built into a pass-through.
+``instrument()`` wraps ``Starlette.__call__`` (FastAPI -- hence vLLM's and
+SGLang's API servers and llama-cpp-python's server -- calls it too): an app
+that has not served its first request yet builds its middleware stack there
+(through its own ``build_middleware_stack``) with
+:class:`OpenAIServerMiddleware` as the outermost layer. ``uninstrument()``
+restores the original method and turns the middleware of apps already
+started into a pass-through.
 
 ``OpenAIServerInstrumentor.instrument_app(app, ...)`` instruments one app
 explicitly (like contrib's ``FastAPIInstrumentor.instrument_app``); an app
@@ -55,24 +56,28 @@ class OpenAIServerInstrumentor(BaseInstrumentor):
         paths = kwargs.get("paths")
         instrumentor = self
 
-        def build_middleware_stack(wrapped, instance, args, kw):
-            app = wrapped(*args, **kw)
-            if getattr(instance, _FLAG, False):
-                return app
-            try:
-                return OpenAIServerMiddleware(app, paths=paths, enabled=lambda: instrumentor._active, _shared=shared)
-            except Exception as exc:
-                report_error("openai_server.instrument", exc)
-                return app
+        async def call(wrapped, instance, args, kw):
+            # First request of an app not instrumented explicitly: build its middleware stack here
+            # (through the subclass's own build_middleware_stack, e.g. FastAPI's) and put ours on top.
+            if instance.middleware_stack is None and not getattr(instance, _FLAG, False):
+                try:
+                    stack = instance.build_middleware_stack()
+                    instance.middleware_stack = OpenAIServerMiddleware(
+                        stack, paths=paths, enabled=lambda: instrumentor._active, _shared=shared
+                    )
+                    setattr(instance, _FLAG, True)
+                except Exception as exc:
+                    report_error("openai_server.instrument", exc)
+            return await wrapped(*args, **kw)
 
-        wrapt.wrap_function_wrapper("starlette.applications", "Starlette.build_middleware_stack", build_middleware_stack)
+        wrapt.wrap_function_wrapper("starlette.applications", "Starlette.__call__", call)
         type(self)._active = True
 
     def _uninstrument(self, **kwargs: Any) -> None:
         from starlette.applications import Starlette
 
         type(self)._active = False
-        unwrap(Starlette, "build_middleware_stack")
+        unwrap(Starlette, "__call__")
 
     @staticmethod
     def instrument_app(app, **kwargs: Any) -> None:

@@ -65,6 +65,7 @@ _COMPONENT = "openai_server"
 _MAX_REQUEST_PARSE = 8 << 20  # bytes of request JSON we parse; larger bodies are replayed unparsed
 _MAX_RESPONSE_PARSE = 4 << 20  # bytes of a non-streamed response we keep for usage/finish_reason
 _DISCONNECTED = "client_disconnected"
+_TRACED = "otel_llm.traced"  # scope key: the request already has our span (mounted sub-apps share the scope)
 
 
 class _HeaderGetter:
@@ -179,9 +180,10 @@ class OpenAIServerMiddleware:
             await self.app(scope, receive, send)
             return
         operation = self._operation(scope.get("path", ""))
-        if operation is None or (self._enabled is not None and not self._enabled()):
-            await self.app(scope, receive, send)
+        if operation is None or _TRACED in scope or (self._enabled is not None and not self._enabled()):
+            await self.app(scope, receive, send)  # not ours, or an outer instance (a mounting app) has it
             return
+        scope[_TRACED] = True
         await self._traced(scope, receive, send, operation)
 
     # ------------------------------------------------------------------
@@ -276,7 +278,12 @@ class OpenAIServerMiddleware:
         state.req = req
         model = req.get("model")
         state.model = model if isinstance(model, str) else None
-        parent = propagate.extract(_headers(scope), getter=_GETTER)
+        if trace.get_current_span().get_span_context().is_valid:
+            # an outer HTTP instrumentation (opentelemetry-instrumentation-asgi/fastapi) already made the
+            # SERVER span from the headers: nest under it rather than start a second SERVER span
+            parent, kind = otel_context.get_current(), SpanKind.INTERNAL
+        else:
+            parent, kind = propagate.extract(_headers(scope), getter=_GETTER), SpanKind.SERVER
         attrs: dict[str, Any] = {
             sc.GEN_AI_OPERATION_NAME: state.operation,
             sc.GEN_AI_PROVIDER_NAME: shared.provider_name,
@@ -294,7 +301,7 @@ class OpenAIServerMiddleware:
         _request_attributes(req, attrs)
         state.stream = bool(req.get("stream"))
         name = f"{state.operation} {state.model}" if state.model else state.operation
-        span = shared.tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attrs, start_time=None)
+        span = shared.tracer.start_span(name, context=parent, kind=kind, attributes=attrs)
         state.span = span
         if span.is_recording():
             stamp_gpu_uuids(span)
