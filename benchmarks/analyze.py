@@ -167,14 +167,14 @@ def _rss_mb() -> float:
 def bench_service(duration_s: float, concurrency: int, rate_spans_s: float, templates: Path) -> dict:
     from otel_llm._selftelemetry import dropped_counts
     from otel_llm.analyze import AnalyzeConfig, AnalyzeService
-    from otel_llm.analyze._detectors import default_span_consumers
+    from otel_llm.analyze._detectors import default_consumers
 
     # Pin first: threads inherit the creating thread's CPU mask, so every service thread
     # (HTTP loop, analysis worker, detector refits) shares this one core.
     pinned = _pin(0)
-    consumers, closeables = default_span_consumers()
+    consumers, metric_consumers, closeables = default_consumers()
     svc = AnalyzeService(AnalyzeConfig(http_endpoint="127.0.0.1:0", grpc_endpoint="none"),
-                         span_consumers=consumers).start()
+                         span_consumers=consumers, metric_consumers=metric_consumers).start()
     rss0 = _rss_mb()
     peak = [rss0]
     max_queue = [0]

@@ -19,7 +19,14 @@ from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from otel_llm.processors.rca import generate_case
 
-from otel_llm.analyze import AnalyzeConfig, AnalyzeService, JsonlSink, decode_traces, records_to_json
+from otel_llm.analyze import (
+    AnalyzeConfig,
+    AnalyzeService,
+    JsonlSink,
+    decode_metrics,
+    decode_traces,
+    records_to_json,
+)
 
 TRACE_PATH = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
@@ -401,3 +408,40 @@ def test_forwards_to_a_grpc_downstream_byte_for_byte():
     finally:
         svc.shutdown()
         down.stop(0)
+
+
+def test_otlp_metrics_feed_the_threshold_detector():
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    from otel_llm.analyze._metrics import OtlpThresholdFeed
+
+    calls = []
+
+    class Recorder:
+        def observe(self, metric, attributes, t, value):
+            calls.append((metric, dict(attributes), t, value))
+            return []
+
+    feed = OtlpThresholdFeed(Recorder())
+
+    def request(t, hist_sum, hist_count, gauge):
+        req = ExportMetricsServiceRequest()
+        sm = req.resource_metrics.add().scope_metrics.add()
+        h = sm.metrics.add(name="gen_ai.server.time_to_first_token").histogram
+        h.aggregation_temporality = 2  # cumulative
+        p = h.data_points.add(time_unix_nano=int(t * 1e9), sum=hist_sum, count=hist_count)
+        p.attributes.add(key="gen_ai.request.model").value.string_value = "tiny"
+        sm.metrics.add(name="otel_llm.server.kv_cache.utilization").gauge.data_points.add(
+            time_unix_nano=int(t * 1e9), as_double=gauge)
+        sm.metrics.add(name="not.a.fed.metric").gauge.data_points.add(time_unix_nano=int(t * 1e9), as_double=1)
+        return decode_metrics(req.SerializeToString())
+
+    feed(request(10, 2.0, 10, 0.5))
+    feed(request(20, 5.0, 20, 0.6))  # 10 new observations, 3.0 s in all: mean 0.3
+    feed(request(30, 5.0, 20, 0.7))  # nothing new: no histogram point
+    feed(request(40, 1.0, 4, 0.8))   # counter reset: starts over
+    ttft = [(t, v) for m, a, t, v in calls if m == "gen_ai.server.time_to_first_token"]
+    assert ttft == [(10.0, 0.2), (20.0, pytest.approx(0.3)), (40.0, 0.25)]
+    assert [v for m, a, t, v in calls if m == "otel_llm.server.kv_cache.utilization"] == [0.5, 0.6, 0.7, 0.8]
+    assert all(m != "not.a.fed.metric" for m, *_ in calls)
+    assert calls[0][1] == {"gen_ai.request.model": "tiny"}

@@ -1,4 +1,4 @@
-"""The threshold and PyOD detectors as span consumers of the analyze pipeline.
+"""The threshold and PyOD detectors as consumers of the analyze pipeline.
 
 Each consumer is ``callable(span) -> list[Detection]``: the span-derived
 threshold feed (p95 TTFT / TPOT / duration and request counts per service and
@@ -16,11 +16,13 @@ from typing import Any
 _logger = logging.getLogger(__name__)
 
 
-def default_span_consumers(*, thresholds: bool = True, anomaly: bool = True,
-                           gpu_state: Any = None) -> tuple[list[Callable[..., Any]], list[Any]]:
-    """``(consumers, closeables)``; each closeable has ``shutdown()``."""
+def default_consumers(*, thresholds: bool = True, anomaly: bool = True,
+                      gpu_state: Any = None) -> tuple[list[Callable[..., Any]], list[Callable[..., Any]], list[Any]]:
+    """``(span_consumers, metric_consumers, closeables)``; each closeable has ``shutdown()``.
+    The threshold detector learns both span-derived series and the OTLP metrics it knows."""
     consumers: list[Callable[..., Any]] = []
     closeables: list[Any] = []
+    thresholds_proc = None
     if thresholds:
         try:
             from otel_llm.processors._sdk import SpanSeriesFeed
@@ -29,6 +31,7 @@ def default_span_consumers(*, thresholds: bool = True, anomaly: bool = True,
             proc = ThresholdProcessor()
             consumers.append(SpanSeriesFeed(proc).add)
             closeables.append(proc)
+            thresholds_proc = proc
         except ImportError as exc:
             _logger.warning("threshold detector unavailable (%s); install otel-llm[analyze]", exc)
     if anomaly:
@@ -41,7 +44,18 @@ def default_span_consumers(*, thresholds: bool = True, anomaly: bool = True,
             closeables.append(proc)
         except ImportError as exc:
             _logger.warning("PyOD request-anomaly detector unavailable (%s); install otel-llm[analyze]", exc)
-    return consumers, closeables
+    metric_consumers: list[Callable[..., Any]] = []
+    if thresholds_proc is not None:
+        from ._metrics import OtlpThresholdFeed
+
+        metric_consumers.append(OtlpThresholdFeed(thresholds_proc))
+    return consumers, metric_consumers, closeables
+
+
+def default_span_consumers(**kwargs: Any) -> tuple[list[Callable[..., Any]], list[Any]]:
+    """Span consumers only (see :func:`default_consumers`)."""
+    spans, _, closeables = default_consumers(**kwargs)
+    return spans, closeables
 
 
 def start_gpu_polling(source: str, interval_s: float | None = None) -> tuple[Any, Any]:

@@ -74,3 +74,54 @@ class GpuMetricWatcher:
                             if key in self._xid or len(self._xid) < self.max_series:
                                 self._xid[key] = value
         return out
+
+
+class OtlpThresholdFeed:
+    """OTLP metrics -> :meth:`ThresholdProcessor.observe`, one point per series and export.
+
+    The same rules as the in-process ``MetricsFeed``: gauges and sums feed the point's value;
+    histograms feed the mean of the observations since the previous export (from the change
+    of cumulative sum / count; delta points as they are; resets start over). Only the metrics
+    in ``include`` (default: the thresholds' ``DEFAULT_METRICS``) are fed. Bounded: at most
+    ``max_series`` cumulative histogram states are remembered.
+    """
+
+    def __init__(self, thresholds: Any, include: Any = None, max_series: int = 10_000) -> None:
+        if include is None:
+            from otel_llm.processors.thresholds import DEFAULT_METRICS as include
+        self.thresholds = thresholds
+        self.include = frozenset(include)
+        self.max_series = max_series
+        self._hist: dict[tuple, tuple[float, int]] = {}
+
+    def __call__(self, request: Any) -> list:
+        out: list = []
+        for rm in request.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name in self.include:
+                        out += self._metric(metric)
+        return out
+
+    def _metric(self, metric: Any) -> list:
+        out: list = []
+        which = metric.WhichOneof("data")
+        if which in ("gauge", "sum"):
+            for p, value in _points(metric):
+                out += self.thresholds.observe(metric.name, _attrs(p.attributes), p.time_unix_nano / 1e9, value)
+        elif which == "histogram":
+            cumulative = metric.histogram.aggregation_temporality == 2  # AGGREGATION_TEMPORALITY_CUMULATIVE
+            for p in metric.histogram.data_points:
+                attrs = _attrs(p.attributes)
+                s, c = float(p.sum), int(p.count)
+                if cumulative:
+                    key = (metric.name, tuple(sorted(attrs.items())))
+                    ps, pc = self._hist.get(key, (0.0, 0))
+                    if key in self._hist or len(self._hist) < self.max_series:
+                        self._hist[key] = (s, c)
+                    if c < pc:  # reset
+                        ps, pc = 0.0, 0
+                    s, c = s - ps, c - pc
+                if c > 0:
+                    out += self.thresholds.observe(metric.name, attrs, p.time_unix_nano / 1e9, s / c)
+        return out

@@ -48,7 +48,7 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         from rich.console import Console
 
         from otel_llm.analyze import AnalyzeConfig, AnalyzeService, ConsoleSink, JsonlSink
-        from otel_llm.analyze._detectors import default_span_consumers
+        from otel_llm.analyze._detectors import default_consumers
 
         consumers: list = []
 
@@ -87,9 +87,10 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
 
                 store, poller = start_gpu_polling(gpu_source)
                 closeables.append(poller)
-            consumers, more = default_span_consumers(gpu_state=store) if detectors else ([], [])
+            consumers, metric_consumers, more = default_consumers(gpu_state=store) if detectors else ([], [], [])
             closeables += more
-            service = AnalyzeService(config, sinks=sinks, span_consumers=consumers, gpu_state=store)
+            service = AnalyzeService(config, sinks=sinks, span_consumers=consumers,
+                                     metric_consumers=metric_consumers, gpu_state=store)
         except (ValueError, OSError) as exc:
             err.print(f"[red]error:[/] {exc}")
             raise typer.Exit(2) from None
