@@ -167,8 +167,10 @@ def test_malformed_json_unknown_model_and_bad_params(make_server):
     assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
     r = httpx.post(handle.url + "/v1/chat/completions", json={"messages": "hi"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
-    statuses = sorted(s.attributes[sc.ERROR_TYPE] for s in _server_spans(tel, 5))
-    assert statuses == ["400", "400", "400", "400", "404"]
+    r = httpx.post(handle.url + "/v1/completions", json={"prompt": [5] * 2040, "max_tokens": 64})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+    statuses = sorted(s.attributes[sc.ERROR_TYPE] for s in _server_spans(tel, 6))
+    assert statuses == ["400", "400", "400", "400", "400", "404"]
 
 
 def test_full_queue_answers_429(make_server):

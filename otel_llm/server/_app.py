@@ -98,6 +98,7 @@ class _Server:
         self.prometheus = prometheus
         self._seeds = itertools.count(seed)
         self.created = int(time.time())
+        self.context_length = getattr(getattr(model, "config", None), "max_position_embeddings", None)
 
     # -- parsing ------------------------------------------------------------
     async def _json(self, request: Request) -> dict[str, Any]:
@@ -196,6 +197,13 @@ class _Server:
             req = await self._json(request)
             params = self._params(req)
             ids = self._chat_ids(req) if chat else self._completion_ids(req)
+            limit = self.context_length
+            if limit and len(ids) + params["max_tokens"] > limit:
+                raise _BadRequest(
+                    f"the prompt ({len(ids)} tokens) plus max_tokens ({params['max_tokens']}) exceeds the model's "
+                    f"context length ({limit}); shorten the prompt or lower max_tokens",
+                    "messages" if chat else "prompt", code="context_length_exceeded",
+                )
         except _BadRequest as exc:
             _mark_span(str(exc))
             return _error(exc.status, str(exc), exc.etype, exc.param, exc.code)
