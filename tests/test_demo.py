@@ -96,3 +96,25 @@ def test_cli_rejects_a_bad_schedule_with_a_clear_message(tmp_path):
     result = CliRunner().invoke(build_app(), ["demo", "--faults", str(bad), "--duration", "30"])
     assert result.exit_code == 2
     assert "gpu must be a GPU index in 0..1" in result.output
+
+
+def test_live_view_renders_serving_gpus_and_incidents(demo):
+    from rich.console import Console
+
+    from otel_llm.demo._live import LiveView
+    from otel_llm.demo._runner import TickState
+
+    run, _, _ = demo
+    console = Console(record=True, width=140, force_terminal=True)
+    view = LiveView(run.cfg, console, enabled=True)
+    view.pipeline = run.pipeline
+    uuid = run.gpus.uuids[1]
+    state = TickState(t=20.0, points=[], active_faults=list(run.cfg.faults[1:]), replay=run.stats,
+                      gpu_state={uuid: {"index": 1, "lost": True, "fields": {}, "slowdown": 1.0}})
+    with view:
+        view.on_tick(state)
+        view.on_alert({"status": "firing", "time": run.t0_wall + 18, "incident": "inc-x", "title": "GPU lost",
+                       "root_cause": uuid})
+    text = console.export_text()
+    for expected in ("TTFT p95 (gateway)", "learned band", "LOST (XID)", "gpu_xid", "Incidents", "FIRING"):
+        assert expected in text

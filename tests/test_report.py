@@ -40,8 +40,8 @@ def _record(duration: float) -> tuple[PipelineRecord, list]:
     gw = {"service.name": "llm-gateway"}
     series(S.REQUEST_RATE, gw, 3.0, {"burst": 4.0})
     series(S.TTFT_P95, gw, 0.05, {"gpu_throttle": 3.0, "slow_dependency": 5.0, "burst": 8.0})
-    for g in GPUS:
-        series(S.TPOT_P95, {"service.name": "llm-server", "hw.id": g}, 0.005, {"gpu_throttle": 1.8})
+    for i, g in enumerate(GPUS):
+        series(S.TPOT_P95, {"service.name": "llm-server", S.INSTANCE: f"replica-{i}"}, 0.005, {"gpu_throttle": 1.8})
         series(S.GPU_TEMP, {"hw.id": g}, 45.0, {"gpu_throttle": 1.9})
         series(S.GPU_SM_CLOCK, {"hw.id": g}, 1.98e9, {"gpu_throttle": 0.55})
     series(S.QUEUE_P95, {"service.name": "llm-server"}, 0.01, {"burst": 30.0})

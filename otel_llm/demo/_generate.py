@@ -52,6 +52,7 @@ def _slug(series: str, gpus: Sequence[str]) -> str:
     for i, g in enumerate(gpus):
         s = s.replace(g, f"gpu{i}")
     s = re.sub(r'[{}"=,]+', "-", s).replace("service.name-", "").replace("hw.id-", "")
+    s = s.replace("service.instance.id-", "")
     return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("-_.")
 
 
@@ -59,6 +60,9 @@ def affects(fault: Fault, metric: str, attrs: dict[str, str], gpus: Sequence[str
     """Is ``metric{attrs}`` expected to show ``fault``? (label assignment)"""
     svc = attrs.get("service.name", "")
     gpu = attrs.get("hw.id")
+    replica = attrs.get(S.INSTANCE, "")
+    if gpu is None and replica.startswith("replica-") and int(replica[8:]) < len(gpus):
+        gpu = gpus[int(replica[8:])]
     target = gpus[int(fault.params["gpu"])] if "gpu" in fault.params and int(fault.params["gpu"]) < len(gpus) else None
     if svc == "llm-gateway" and metric in (S.TTFT_P95, S.DURATION_P95):
         return True

@@ -135,6 +135,9 @@ class DemoPipeline:
                     new += self._observe(self.thr_up, p)
                 elif p.metric in DOWN_METRICS:
                     new += self._observe(self.thr_down, p)
+                else:  # kept for the report, not thresholded
+                    nan = float("nan")
+                    self.record.bands.setdefault(p.series, []).append((p.timestamp, p.value, nan, nan, nan))
             for span in spans:
                 if span.service == SERVICE_LLM and is_request_span(span):
                     new += self.pyod.observe(span)
@@ -378,8 +381,8 @@ def _rca_engine(gpu_store: Any) -> Any:
     except ImportError:
         return None
     return RcaProcessor(quiet_period_s=2.0, root_grace_s=0.5, lookback_s=5.0, rerank_interval_s=4.0,
-                        resolve_after_s=8.0, warmup_traces=80, min_abnormal=8, detect_window_s=20.0,
-                        gpu_state=gpu_store)
+                        resolve_after_s=8.0, warmup_traces=80, detect_window_s=20.0, gpu_state=gpu_store,
+                        self_detect=False)  # detection is the detectors' job here; RCA ranks and groups
 
 
 def _rca_fn() -> tuple[Callable[..., list[RootCauseCandidate]], str]:

@@ -125,9 +125,10 @@ def _figures(pipeline: Any, faults: list[Any], t0: float, duration: float, gpus:
     # 2. llm-server per GPU: TPOT p95 + queue
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(11, 4.4), sharex=True)
     colors = ["#2a9d8f", "#e9c46a", "#8d6cab", "#457b9d"]
-    for i, g in enumerate(gpus):
-        key = k(S.TPOT_P95, **{"hw.id": g, "service.name": "llm-server"})
-        _series_plot(a1, bands.get(key, []), t0, label=f"GPU {i} TPOT p95", color=colors[i % 4], band=True, scale=1000)
+    for i in range(len(gpus)):
+        key = k(S.TPOT_P95, **{S.INSTANCE: f"replica-{i}", "service.name": "llm-server"})
+        _series_plot(a1, bands.get(key, []), t0, label=f"replica {i} (GPU {i}) TPOT p95", color=colors[i % 4],
+                     band=True, scale=1000)
         _alarm_spans(a1, dets, key, t0, t_end)
     _shade_faults(a1, faults, label=True)
     a1.set_ylabel("ms / token")
@@ -139,7 +140,8 @@ def _figures(pipeline: Any, faults: list[Any], t0: float, duration: float, gpus:
     a2.set_ylabel("ms")
     a2.set_xlabel("demo time (s)")
     _legend(a2, loc="upper left", fontsize=8)
-    out.append(("LLM server: decode time per output token on each GPU, and queue time", _svg(fig)))
+    out.append(("LLM server: decode time per output token on each replica (one per GPU), and queue time",
+                _svg(fig)))
 
     # 3. retrieval
     fig, ax = plt.subplots(figsize=(11, 2.4))
@@ -211,7 +213,8 @@ def _legend(ax: Any, **kw: Any) -> None:
 
 
 def _short(series: str) -> str:
-    return (series.replace('service.name="', "").replace('hw.id="', "").replace('"', "")
+    return (series.replace('service.name="', "").replace('hw.id="', "").replace('service.instance.id="', "")
+            .replace('"', "")
             .replace("gen_ai.server.", "").replace("otel_llm.", ""))[:70]
 
 

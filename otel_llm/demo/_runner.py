@@ -139,7 +139,7 @@ class DemoRun:
         }
         self.gpus = DemoGpus(cfg.n_gpus, seed=cfg.seed,
                              meter_provider=self.telemetry[SERVICE_LLM].meter_provider)
-        self.aggregator = SeriesAggregator(window_s=cfg.window_s)
+        self.aggregator = SeriesAggregator(window_s=cfg.window_s, replicas=self.gpus.uuids)
         self.points: list[Point] = []
         self.gpu_timeline: list[tuple[float, dict[str, dict[str, Any]]]] = []
         self.stats = ReplayStats()

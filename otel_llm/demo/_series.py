@@ -30,6 +30,7 @@ GPU_SM_CLOCK = semconv.OTEL_LLM_GPU_CLOCK_SM
 GPU_TEMP = semconv.HW_TEMPERATURE
 GPU_UTIL = semconv.HW_GPU_UTILIZATION
 GPU_THROTTLE = semconv.OTEL_LLM_GPU_THROTTLE
+INSTANCE = "service.instance.id"
 
 
 def series_key(metric: str, attrs: dict[str, str] | None = None) -> str:
@@ -72,7 +73,10 @@ class _Window:
 class SeriesAggregator:
     """Windows spans into the key series; GPU samples pass through as points."""
 
-    def __init__(self, window_s: float = 2.0, lag_s: float = 1.0) -> None:
+    def __init__(self, window_s: float = 2.0, lag_s: float = 1.0, replicas: Sequence[str] = ()) -> None:
+        """``replicas``: GPU UUIDs in replica order; per-replica series are keyed ``service.instance.id``
+        (``replica-<i>``), not by GPU, so a latency symptom is never mistaken for a GPU signal."""
+        self.replica_of = {g: f"replica-{i}" for i, g in enumerate(replicas)}
         self.window_s = window_s
         self.lag_s = lag_s
         self._windows: dict[int, _Window] = defaultdict(_Window)
@@ -124,6 +128,10 @@ class SeriesAggregator:
         self._emitted_until = max(self._emitted_until, limit)
         return out
 
+    def _replica(self, base: dict[str, str], gpu: str) -> dict[str, str]:
+        replica = self.replica_of.get(gpu)
+        return {**base, INSTANCE: replica} if replica else base
+
     def _points(self, w: int, win: _Window) -> list[Point]:
         ts = (w + 1) * self.window_s
         out: list[Point] = []
@@ -142,9 +150,9 @@ class SeriesAggregator:
         add(DURATION_P95, quantile(win.gw_dur, 0.95), gw)
         llm = {"service.name": SERVICE_LLM}
         for gpu, xs in win.llm_ttft.items():
-            add(TTFT_P95, quantile(xs, 0.95), {**llm, semconv.HW_ID: gpu} if gpu else llm)
+            add(TTFT_P95, quantile(xs, 0.95), self._replica(llm, gpu))
         for gpu, xs in win.llm_tpot.items():
-            add(TPOT_P95, quantile(xs, 0.95), {**llm, semconv.HW_ID: gpu} if gpu else llm)
+            add(TPOT_P95, quantile(xs, 0.95), self._replica(llm, gpu))
         add(QUEUE_P95, quantile(win.llm_queue, 0.95), llm)
         add(DURATION_P95, quantile(win.ret_dur, 0.95), {"service.name": SERVICE_RETRIEVAL})
         return out

@@ -65,7 +65,7 @@ class RetrievalService:
                     span.set_status(Status(StatusCode.ERROR, "malformed JSON"))
                     span.set_attribute(semconv.ERROR_TYPE, "400")
                     return JSONResponse({"error": "malformed JSON body"}, status_code=400)
-                with self.tracer.start_as_current_span("vector_search", attributes={"db.system.name": "demo-vectors"}):
+                with self.tracer.start_as_current_span("vector_search"):
                     factor = self.slowdown_at(time.time()) if self.slowdown_at is not None else self.slowdown
                     await asyncio.sleep(self.base_latency_s * factor * self._rng.lognormvariate(0.0, 0.25))
                 if self.error_rate and self._rng.random() < self.error_rate:
