@@ -43,6 +43,13 @@ def non_null_field(event: bytes, key: bytes) -> bool:
 
 def nonempty_field(event: bytes) -> bool:
     """True when a delta carries output: non-empty text/content, or tool / function calls."""
+    # fast path, compact JSON (vLLM, SGLang, ours): `"content":"x` / `"text":"x`
+    for compact in (b'"content":"', b'"text":"'):
+        i = event.find(compact)
+        if i >= 0:
+            j = i + len(compact)
+            if j < len(event) and event[j] != 0x22:
+                return True
     for key in _CONTENT_KEYS:
         i = _value_start(event, key)
         if i < 0 or i >= len(event):
