@@ -91,9 +91,14 @@ class SSEScanner:
 
     def feed(self, data: bytes) -> int:
         """Consume one body message; return how many output-carrying events completed in it."""
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
-        if not self._tail:
+        hold = b""
+        if b"\r" in data or self._tail.endswith(b"\r"):
+            # CRLF line ends: normalise, keeping a trailing CR back in case its LF is in the next message
+            buf = self._tail + data
+            if buf.endswith(b"\r"):
+                buf, hold = buf[:-1], b"\r"
+            buf = buf.replace(b"\r\n", b"\n")
+        elif not self._tail:
             end = data.find(b"\n\n")
             if end == len(data) - 2:  # fast path: exactly one whole event (what servers send per chunk)
                 return self._event(data[:end]) if end else 0
@@ -110,7 +115,7 @@ class SSEScanner:
             start = end + 2
             if event:
                 tokens += self._event(event)
-        self._tail = buf[start:] if start < len(buf) else b""
+        self._tail = (buf[start:] if start < len(buf) else b"") + hold
         if len(self._tail) > 1 << 20:  # a malformed stream must not grow memory without bound
             self._tail = b""
         return tokens
