@@ -240,7 +240,12 @@ def score_from_z(z_eff: float, threshold: float) -> float:
 
 
 class ThresholdProcessor:
-    """Learned bands and alarms for many series. Thread-safe for concurrent producers.
+    """Learned bands and alarms for many series.
+
+    Producers on several threads are safe for *different* series (series creation
+    is locked); the points of one series must come from one thread at a time, as
+    they do from a metric exporter, a span worker or an OTLP receiver's queue.
+
 
     * ``observe(metric, attributes, t, value) -> list[Detection]`` -- detections
       opened or closed by this point (also published on :attr:`stream`);
