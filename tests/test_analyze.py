@@ -445,3 +445,32 @@ def test_otlp_metrics_feed_the_threshold_detector():
     assert [v for m, a, t, v in calls if m == "otel_llm.server.kv_cache.utilization"] == [0.5, 0.6, 0.7, 0.8]
     assert all(m != "not.a.fed.metric" for m, *_ in calls)
     assert calls[0][1] == {"gen_ai.request.model": "tiny"}
+
+
+def test_on_demand_ranking_and_incident_listing(tmp_path):
+    from otel_llm.processors.rca import RcaProcessor
+
+    rca = RcaProcessor(quiet_period_s=0.2, root_grace_s=0.05, self_detect=False)
+    svc = AnalyzeService(AnalyzeConfig(http_endpoint="127.0.0.1:0", grpc_endpoint="none", token="tok"), rca=rca).start()
+    case = generate_case(4, fault="downstream", traces=160, n_services=4, rate_per_s=300)
+    shift = time.time() - max(s.end for s in case.spans)
+    moved = [dataclasses.replace(s, start=s.start + shift, end=s.end + shift) for s in case.spans]
+    auth = {"authorization": "Bearer tok"}
+    base = f"http://127.0.0.1:{svc.http_port}"
+    try:
+        for i in range(0, len(moved), 2000):
+            body = json.dumps(records_to_json(moved[i:i + 2000])).encode()
+            assert _post(svc, body, "application/json", **auth).status_code == 200
+        time.sleep(0.5)
+        svc.pipeline.flush()
+        time.sleep(1.2)  # a tick closes the traces
+        assert httpx.get(f"{base}/v1/rca?last=60").status_code == 401
+        r = httpx.get(f"{base}/v1/rca", params={"start": case.fault_start + shift, "end": case.fault_end + shift},
+                      headers=auth, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["candidates"][0]["service"] == case.root_cause["service"]
+        assert httpx.get(f"{base}/v1/rca?last=abc", headers=auth).status_code == 400
+        r = httpx.get(f"{base}/v1/incidents", headers=auth)
+        assert r.status_code == 200 and r.json() == []  # nothing triggered (self-detection off)
+    finally:
+        svc.shutdown()

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from otel_llm._selftelemetry import report_dropped, report_error
@@ -53,6 +54,7 @@ class Pipeline:
         self.clock = clock
         self._queue: deque[tuple[str, Any, int]] = deque()
         self._queued_spans = 0
+        self._calls: deque[tuple[Callable[[], Any], Future]] = deque(maxlen=64)
         self._cond = threading.Condition()
         self._stop = False
         self._busy = False
@@ -75,6 +77,18 @@ class Pipeline:
             self._queued_spans += spans
             self._cond.notify()
         return True
+
+    def call(self, fn: Callable[[], Any]) -> Future:
+        """Run ``fn`` on the worker thread (the RCA state's one owner), ahead of queued
+        data; returns a Future. Used for on-demand ranking and incident listings."""
+        future: Future = Future()
+        with self._cond:
+            if self._stop:
+                future.set_exception(RuntimeError("the analysis pipeline is shut down"))
+                return future
+            self._calls.append((fn, future))
+            self._cond.notify()
+        return future
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until everything queued has been processed (then tick once)."""
@@ -100,15 +114,23 @@ class Pipeline:
         next_tick = time.monotonic() + self.tick_interval_s
         while True:
             with self._cond:
-                while not self._queue and not self._stop:
+                while not self._queue and not self._calls and not self._stop:
                     if not self._cond.wait(max(0.0, next_tick - time.monotonic())):
                         break
                 if self._stop:
                     return
+                calls = list(self._calls)
+                self._calls.clear()
                 item = self._queue.popleft() if self._queue else None
                 if item is not None:
                     self._queued_spans -= item[2]
                 self._busy = item is not None
+            for fn, future in calls:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn())
+                    except Exception as exc:
+                        future.set_exception(exc)
             try:
                 if item is not None:
                     self._process(*item)

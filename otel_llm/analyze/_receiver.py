@@ -74,6 +74,15 @@ class Intake:
             return False
         return hmac.compare_digest(authorization[7:].strip().encode(), self._token)
 
+    def overloaded(self, incoming: int = 0) -> bool:
+        """True (and counted) when the analysis or forwarding queue has no room."""
+        fwd = self.forwarder
+        if self.pipeline.full() or (fwd is not None and fwd.full(incoming)):
+            self.stats["overloaded"] += 1
+            report_dropped(_COMPONENT, "overloaded", 1)
+            return True
+        return False
+
     def decompress(self, body: bytes, encoding: str | None) -> bytes | Outcome:
         enc = (encoding or "identity").strip().lower()
         if enc in ("", "identity"):
@@ -95,11 +104,7 @@ class Intake:
                content_type: str, content_encoding: str | None) -> Outcome:
         """Decode, admit, queue for analysis and forwarding."""
         self.stats[f"{signal}_requests"] += 1
-        fwd = self.forwarder
-        if self.pipeline.full() or (fwd is not None and fwd.full(len(raw))):
-            # Refuse before decoding: under overload a refusal must cost almost nothing.
-            self.stats["overloaded"] += 1
-            report_dropped(_COMPONENT, "overloaded", 1)
+        if self.overloaded(len(raw)):  # before decoding: a refusal must cost almost nothing
             return Outcome(OVERLOADED, "analysis queue full; retry later")
         try:
             request = decode_traces(decoded_body, json_payload) if signal == "traces" else \
@@ -108,6 +113,7 @@ class Intake:
             self.stats["malformed"] += 1
             return Outcome(MALFORMED, str(exc))
         spans = count_spans(request) if signal == "traces" else 0
+        fwd = self.forwarder
         if self.pipeline.full(spans) or (fwd is not None and fwd.full(len(raw))):
             self.stats["overloaded"] += 1
             report_dropped(_COMPONENT, "overloaded", spans or 1)
@@ -139,7 +145,8 @@ def _status_body(outcome: Outcome, json_payload: bool) -> bytes:
 
 
 def http_app(intake: Intake):
-    """The OTLP/HTTP receiver (``POST /v1/traces``, ``POST /v1/metrics``; ``GET /healthz``)."""
+    """The OTLP/HTTP receiver (``POST /v1/traces``, ``POST /v1/metrics``; ``GET /healthz``) and
+    the on-demand endpoints (``GET /v1/rca``, ``GET /v1/incidents``)."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import PlainTextResponse, Response
@@ -176,6 +183,9 @@ def http_app(intake: Intake):
         if ctype not in ("application/x-protobuf", "application/protobuf", "application/json"):
             return reply(Outcome(UNSUPPORTED, f"unsupported Content-Type {ctype!r}; use application/x-protobuf "
                                               "or application/json"), signal, False)
+        if intake.overloaded():
+            # Refuse before reading the body: under overload a refusal must cost next to nothing.
+            return reply(Outcome(OVERLOADED, "analysis queue full; retry later"), signal, json_payload)
         limit = intake.max_request_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
@@ -202,10 +212,51 @@ def http_app(intake: Intake):
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
+    async def on_demand(request: Request) -> Response:
+        """``GET /v1/rca?last=300`` or ``?start=<unix s>&end=<unix s>``: rank now, over the traces
+        still in memory; ``GET /v1/incidents``: the open and recently closed incidents."""
+        import asyncio
+        import json
+        import time
+
+        from starlette.responses import JSONResponse
+
+        if not intake.authorized(request.headers.get("authorization")):
+            intake.stats["unauthenticated"] += 1
+            return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
+                                headers={"WWW-Authenticate": 'Bearer realm="otel-llm analyze"'})
+        rca = intake.pipeline.rca
+        if request.url.path.endswith("/incidents"):
+            def listing():
+                incidents = list(rca.closed) + ([rca.incident] if rca.incident is not None else [])
+                return [i.to_dict() for i in incidents[-20:]]
+        else:
+            q = request.query_params
+            try:
+                now = time.time()
+                end = float(q.get("end", now))
+                start = float(q["start"]) if "start" in q else end - float(q.get("last", 300))
+                if not start < end:
+                    raise ValueError("start must be before end")
+            except (TypeError, ValueError) as exc:
+                return JSONResponse({"error": f"bad window: {exc}; use ?last=SECONDS or ?start=&end= "
+                                              "(unix seconds)"}, status_code=400)
+
+            def listing():
+                return {"start": start, "end": end,
+                        "candidates": [c.to_dict() for c in rca.analyze(start, end)]}
+        try:
+            result = await asyncio.wait_for(asyncio.wrap_future(intake.pipeline.call(listing)), 30)
+        except Exception as exc:
+            return JSONResponse({"error": f"analysis failed: {type(exc).__name__}: {exc}"}, status_code=503)
+        return Response(json.dumps(result, default=str), media_type="application/json")
+
     return Starlette(routes=[
         Route("/v1/traces", export, methods=["POST"]),
         Route("/v1/metrics", export, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/v1/rca", on_demand, methods=["GET"]),
+        Route("/v1/incidents", on_demand, methods=["GET"]),
     ])
 
 

@@ -37,6 +37,7 @@ from ._assembly import (
 )
 from ._baseline import DEFAULT_WINDOW, BaselineStore
 from ._gpu import events_from_detections, events_from_samples, events_from_store
+from ._offline import rank_summaries
 from ._rank import DEFAULT_K, GpuAnomaly, _abnormal, _trace_deviations, rank
 from ._trace import TraceSummary, summarize
 
@@ -154,6 +155,12 @@ class RcaProcessor:
     def analyze(self, start: float, end: float, now: float | None = None) -> list[RootCauseCandidate]:
         """On-demand ranking of ``[start, end]`` over the traces still in history."""
         window = [t for t in self.history if start <= t.start <= end]
+        if not self.baselines.frozen:
+            # No incident froze the baselines, so they have learned the window too: rank
+            # against the traces outside it instead (as offline evaluation does).
+            outside = [t for t in self.history if not start <= t.start <= end]
+            if len(outside) >= self.baselines.min_samples:
+                return rank_summaries(window, outside, gpu_events=self._gpu_in(start, end))
         reference = [t for t in self.history if t.start < start][-2000:]
         return rank(window, self.baselines, reference=reference, gpu_events=self._gpu_in(start, end))
 
