@@ -45,7 +45,7 @@ from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, get_current_span
 
 from otel_llm import environment_variables as ev
 from otel_llm import semconv as sc
@@ -116,6 +116,7 @@ class GenAIInstruments:
         )
         self._detach: Any = None
         self.preaggregated = False
+        self._exemplar_filter: Any = None
         if meter_provider is not None and env_bool(ev.OTEL_LLM_PREAGGREGATE, preaggregate, True):
             self.preaggregated = self._attach(meter, meter_provider)
         if not self.preaggregated:
@@ -148,6 +149,7 @@ class GenAIInstruments:
 
             scope = getattr(meter, "_instrumentation_scope", None) or InstrumentationScope("otel_llm")
             exemplar_filter = getattr(getattr(meter_provider, "_sdk_config", None), "exemplar_filter", None)
+            self._exemplar_filter = exemplar_filter
             producer = HistogramProducer(scope)
             for attr, name, unit, description in _HISTOGRAMS:
                 hist = PreAggregatedHistogram(
@@ -161,6 +163,14 @@ class GenAIInstruments:
         except Exception as exc:  # fall back to SDK instruments
             report_error("genai.preaggregate", exc)
             return False
+
+    def exemplar_ids(self, context: Context | None) -> tuple[int, int] | None:
+        """``(span_id, trace_id)`` when the provider's exemplar filter samples ``context`` (decided once per request)."""
+        flt = self._exemplar_filter
+        if flt is None or not flt.should_sample(0.0, 0, None, context):
+            return None
+        ctx = get_current_span(context).get_span_context()
+        return (ctx.span_id, ctx.trace_id) if ctx.is_valid else None
 
     # -- gap points ----------------------------------------------------------
     def record_gaps(
@@ -385,25 +395,28 @@ def record_generation(
     input_tokens: int | None = None,
     output_tokens: int | None = None,
     context: Context | None = None,
+    span_attributes: Mapping[str, Any] | None = None,
 ) -> None:
     """Write one finished generation onto ``span`` and into the metrics.
 
-    Span: ``gen_ai.usage.*`` (when known), ``otel_llm.response.time_to_first_token``,
+    Span (one ``set_attributes`` call, merged with ``span_attributes``):
+    ``gen_ai.usage.*`` (when known), ``otel_llm.response.time_to_first_token``,
     ``otel_llm.response.time_per_output_token``, ``otel_llm.token_gap.{p50,p90,p99,max,stalls,
     stall_threshold}``. Metrics: request duration always; TTFT / TPOT only when
     ``error.type`` is absent (semconv: "for successful responses"); token usage
-    by ``gen_ai.token.type``; every gap (deferred, see module docstring); stalls.
+    by ``gen_ai.token.type``; every gap (see module docstring); stalls.
     ``metric_attrs`` must come from :func:`metric_attributes` (low cardinality).
     ``context`` is the span's context, for exemplars.
     """
     ok = sc.ERROR_TYPE not in metric_attrs
+    timed = summary is not None and summary.ttft is not None
     if span is not None and span.is_recording():
-        attrs: dict[str, Any] = {}
+        attrs: dict[str, Any] = dict(span_attributes) if span_attributes else {}
         if input_tokens is not None:
             attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
         if output_tokens is not None:
             attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens
-        if summary is not None and summary.ttft is not None:
+        if timed:
             attrs[sc.OTEL_LLM_TTFT] = summary.ttft
             if summary.tpot is not None:
                 attrs[sc.OTEL_LLM_TPOT] = summary.tpot
@@ -417,22 +430,36 @@ def record_generation(
 
     if _SPAN_ONLY.get():
         return
-    instruments.request_duration.record(duration_s, metric_attrs, context)
-    if summary is not None and summary.ttft is not None:
-        if ok:
+    in_attrs = {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_INPUT} if input_tokens is not None else None
+    out_attrs = {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_OUTPUT} if output_tokens is not None else None
+    if instruments.preaggregated:
+        # one attribute key and one exemplar decision for the whole request
+        ex = instruments.exemplar_ids(context)
+        key = frozenset(metric_attrs.items())
+        instruments.request_duration.record_prepared(duration_s, key, metric_attrs, ex)
+        if timed and ok:
+            instruments.time_to_first_token.record_prepared(summary.ttft, key, metric_attrs, ex)
+            if summary.tpot is not None:
+                instruments.time_per_output_token.record_prepared(summary.tpot, key, metric_attrs, ex)
+        if in_attrs is not None:
+            instruments.token_usage.record_prepared(input_tokens, frozenset(in_attrs.items()), in_attrs, ex)
+        if out_attrs is not None:
+            instruments.token_usage.record_prepared(output_tokens, frozenset(out_attrs.items()), out_attrs, ex)
+    else:
+        instruments.request_duration.record(duration_s, metric_attrs, context)
+        if timed and ok:
             instruments.time_to_first_token.record(summary.ttft, metric_attrs, context)
             if summary.tpot is not None:
                 instruments.time_per_output_token.record(summary.tpot, metric_attrs, context)
+        if in_attrs is not None:
+            instruments.token_usage.record(input_tokens, in_attrs, context)
+        if out_attrs is not None:
+            instruments.token_usage.record(output_tokens, out_attrs, context)
+    if timed:
         if summary.gaps:
             instruments.record_gaps(summary.sorted_gaps, metric_attrs, context)
         if summary.stalls:
             instruments.stalls.add(summary.stalls, metric_attrs, context)
-    if input_tokens is not None:
-        instruments.token_usage.record(input_tokens, {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_INPUT}, context)
-    if output_tokens is not None:
-        instruments.token_usage.record(
-            output_tokens, {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_OUTPUT}, context
-        )
 
 
 def stamp_gpu_uuids(span: Span | None) -> None:

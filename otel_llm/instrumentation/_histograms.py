@@ -115,6 +115,32 @@ class PreAggregatedHistogram:
         if series is None:
             report_dropped(self.name, "series_limit")
 
+    def record_prepared(
+        self, amount: float, key: frozenset, attributes: Mapping[str, Any], exemplar: tuple[int, int] | None
+    ) -> None:
+        """Hot path for one request's several records: ``key`` = ``frozenset(attributes.items())``,
+        ``exemplar`` = ``(span_id, trace_id)`` already decided by the caller (or None)."""
+        if amount != amount or amount in (float("inf"), float("-inf")):
+            report_dropped(self.name, "non_finite")
+            return
+        idx = bisect_left(self.bounds, amount)
+        with self._lock:
+            series = self._series.get(key)
+            if series is None:
+                series = self._get(attributes)
+                if series is None:
+                    report_dropped(self.name, "series_limit")
+                    return
+            series.counts[idx] += 1
+            series.n += 1
+            series.sum += amount
+            if amount < series.min:
+                series.min = amount
+            if amount > series.max:
+                series.max = amount
+            if exemplar is not None:
+                series.exemplars[idx] = (amount, time_ns(), exemplar[0], exemplar[1])
+
     def add_sorted(self, ordered: Sequence[float], attributes: Mapping[str, Any] | None = None) -> None:
         """Count every value of ``ordered`` (ascending, finite) at once: one bisect per bucket bound."""
         n = len(ordered)

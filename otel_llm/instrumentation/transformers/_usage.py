@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+_SMALL = 8192  # elements below which Python beats a tensor op right after generate()
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
 
@@ -41,6 +42,11 @@ def as_id_set(value: Any) -> frozenset[int]:
 
 def input_tokens_per_prompt(input_ids: Any, attention_mask: Any, pad_id: int | None, eos_ids: frozenset[int]) -> list[int]:
     if attention_mask is not None:
+        if attention_mask.numel() <= _SMALL:  # a tolist + Python sums beats a tensor reduction here
+            rows = attention_mask.tolist()
+            if rows and not isinstance(rows[0], list):
+                rows = [rows]
+            return [sum(1 for m in row if m) for row in rows]
         counts = attention_mask.sum(-1).tolist()
         return [int(c) for c in counts] if isinstance(counts, list) else [int(counts)]
     if input_ids is None:

@@ -177,16 +177,17 @@ class _Call:
         error_type = type(error).__qualname__ if error is not None else None
         input_total = output_total = None
         summary = None
+        span_attrs: dict[str, Any] = {}
         try:
             steps = None
             if error is None:
-                input_total, output_total, steps = self._usage(owner, result)
+                input_total, output_total, steps = self._usage(owner, result, span_attrs)
             if not getattr(self.hook, "failed", False):
                 summary = self.timeline.summary(owner.stall_threshold_s, tokens=steps)
         except Exception as exc:  # ours
             report_error(_COMPONENT, exc)
         if error is not None:
-            span.set_attribute(sc.ERROR_TYPE, error_type)
+            span_attrs[sc.ERROR_TYPE] = error_type
             span.set_status(Status(StatusCode.ERROR, str(error)))
             span.record_exception(error)
         attrs = metric_attributes(
@@ -197,12 +198,15 @@ class _Call:
             record_generation(
                 span, owner.instruments, attrs, duration_s=(end_ns - self.start_ns) / 1e9, summary=summary,
                 input_tokens=input_total, output_tokens=output_total, context=trace.set_span_in_context(span),
+                span_attributes=span_attrs,
             )
         except Exception as exc:
             report_error(_COMPONENT, exc)
         span.end()
 
-    def _usage(self, owner: GenerateWrapper, result: Any) -> tuple[int | None, int | None, int | None]:
+    def _usage(
+        self, owner: GenerateWrapper, result: Any, span_attrs: dict[str, Any]
+    ) -> tuple[int | None, int | None, int | None]:
         sequences = getattr(result, "sequences", result)
         if not hasattr(sequences, "shape") or len(sequences.shape) != 2:
             return None, None, None
@@ -226,15 +230,12 @@ class _Call:
         generated = sequences[:, offset:]
         steps = int(generated.shape[-1])
         per_seq, reasons = output_tokens_per_sequence(generated, eos, pad, self.max_new_tokens())
-        span = self.span
         batch = len(per_prompt)
-        span.set_attributes({
-            sc.GEN_AI_RESPONSE_MODEL: self.request_model,
-            sc.GEN_AI_RESPONSE_FINISH_REASONS: reasons,
-            sc.OTEL_LLM_INPUT_TOKENS_PER_SEQUENCE: per_prompt,
-            sc.OTEL_LLM_OUTPUT_TOKENS_PER_SEQUENCE: per_seq,
-            sc.OTEL_LLM_BATCH_SIZE: batch,
-        })
+        span_attrs[sc.GEN_AI_RESPONSE_MODEL] = self.request_model
+        span_attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
+        span_attrs[sc.OTEL_LLM_INPUT_TOKENS_PER_SEQUENCE] = per_prompt
+        span_attrs[sc.OTEL_LLM_OUTPUT_TOKENS_PER_SEQUENCE] = per_seq
+        span_attrs[sc.OTEL_LLM_BATCH_SIZE] = batch
         if batch:
             owner.instruments.batch_size.record(
                 batch, {sc.GEN_AI_OPERATION_NAME: sc.OPERATION_TEXT_COMPLETION,
