@@ -310,3 +310,37 @@ def test_env_var_configures_the_url(monkeypatch):
     monkeypatch.setenv("OTEL_LLM_VLLM_SCRAPE_INTERVAL", "soon")
     with pytest.raises(ValueError, match="OTEL_LLM_VLLM_SCRAPE_INTERVAL"):
         VLLMMetricsBridge()
+
+
+def _counter_text(value: float, typed: bool) -> str:
+    head = ("# HELP vllm:num_preemptions_total Cumulative number of preemption from the engine.\n"
+            "# TYPE vllm:num_preemptions_total counter\n") if typed else ""  # untyped: still a counter (_total)
+    return head + f'vllm:num_preemptions_total{{model_name="m"}} {value}\n'
+
+
+def test_bridged_counter_never_decreases_whatever_vllm_does():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from otel_llm.instrumentation.vllm._convert import FamilyConverter
+
+    @settings(max_examples=80, deadline=None)
+    @given(st.lists(st.integers(min_value=0, max_value=10_000), min_size=1, max_size=30), st.booleans())
+    def check(raw, typed):
+        conv = FamilyConverter({})
+        emitted = []
+        for i, v in enumerate(raw):
+            (metric,) = conv.convert(text_string_to_metric_families(_counter_text(float(v), typed)), now_ns=1_000 + i)
+            assert metric.name == sc.OTEL_LLM_SERVER_PREEMPTIONS and metric.data.is_monotonic
+            emitted.append(metric.data.data_points[0].value)
+        assert all(b >= a for a, b in zip(emitted, emitted[1:], strict=False))
+        # the total equals what vLLM counted across its restarts: each drop starts a new run
+        runs, last = 0.0, 0.0
+        for v in raw:
+            if v < last:
+                runs += last
+            last = v
+        assert emitted[-1] == runs + raw[-1]
+
+    check()

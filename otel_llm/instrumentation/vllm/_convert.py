@@ -27,6 +27,7 @@ when exposed, else the first scrape that saw it).
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 from collections.abc import Iterable, Mapping
@@ -88,6 +89,16 @@ def _start_ns(created: float | None, now_ns: int) -> int:
     return now_ns
 
 
+def _as_counter(fam: Any) -> Any:
+    """An untyped ``x_total`` family (no ``# TYPE`` line) is a counter by Prometheus naming convention."""
+    if fam.type in ("unknown", "untyped") and fam.name.endswith("_total") and fam.samples \
+            and all(s.name == fam.name for s in fam.samples):
+        fam = copy.copy(fam)
+        fam.name = fam.name[: -len("_total")]
+        fam.type = "counter"
+    return fam
+
+
 class FamilyConverter:
     """Convert parsed families into SDK metrics; keeps per-series state between scrapes (thread-safe).
 
@@ -117,7 +128,7 @@ class FamilyConverter:
                 created[base] = {tuple(sorted(s.labels.items())): s.value for s in f.samples}
             else:
                 kept.append(f)
-        fams = kept
+        fams = [_as_counter(f) for f in kept]
         self._created = created
         present = {f.name for f in fams}
         chosen: dict[str, str] = {}
