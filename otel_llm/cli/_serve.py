@@ -17,7 +17,7 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         ),
         model_name: Optional[str] = typer.Option(None, help="Model id clients send (default: the model's name)."),
         max_queue: Optional[int] = typer.Option(
-            None, help="Requests allowed to wait before 429 [env OTEL_LLM_SERVER_MAX_QUEUE, default 64]."
+            None, help="Requests allowed to wait before 429 (env OTEL_LLM_SERVER_MAX_QUEUE, default 64)."
         ),
         workers: int = typer.Option(1, min=1, help="Generation threads (1 keeps seeded sampling reproducible)."),
         kv_capacity_tokens: int = typer.Option(8192, min=1, help="Denominator of the simulated KV-cache gauge."),
@@ -87,10 +87,10 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
     @app.command("vllm-bridge")
     def vllm_bridge(
         url: Optional[str] = typer.Option(
-            None, help="vLLM /metrics URL [env OTEL_LLM_VLLM_METRICS_URL, default http://localhost:8000/metrics]."
+            None, help="vLLM /metrics URL (env OTEL_LLM_VLLM_METRICS_URL, default http://localhost:8000/metrics)."
         ),
         interval: Optional[float] = typer.Option(
-            None, help="Seconds between scrapes [env OTEL_LLM_VLLM_SCRAPE_INTERVAL, default 10]."
+            None, help="Seconds between scrapes (env OTEL_LLM_VLLM_SCRAPE_INTERVAL, default 10)."
         ),
         once: bool = typer.Option(False, "--once", help="Scrape once, print what would be emitted, exit."),
     ) -> None:
