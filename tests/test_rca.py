@@ -437,3 +437,38 @@ def test_ids_in_span_names_share_one_baseline():
     cands = rank_window(spans, 100.0, t)
     assert cands[0].service == "postgres"
     assert all(c.operation != "GET /orders/{id}" or c.evidence["excess_s"] < 0.01 for c in cands)
+
+
+# --------------------------------------------------------------------------- property: never crash
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_ids = st.sampled_from([f"{i:016x}" for i in range(8)])
+_span = st.builds(
+    lambda sid, parent, name, svc, start, dur, kind, err, attrs: SpanRecord(
+        "t" * 32, sid, parent, name, svc, start, start + dur, kind=kind, error=err, attributes=attrs),
+    _ids, st.one_of(st.none(), _ids), st.sampled_from(["a", "b", "decode", "GET /x/123", ""]),
+    st.sampled_from(["s1", "s2", "s3"]), st.floats(0, 100), st.floats(-5, 50),
+    st.sampled_from(["internal", "server", "client", "producer", "consumer"]), st.booleans(),
+    st.fixed_dictionaries({}, optional={
+        semconv.OTEL_LLM_STAGE: st.sampled_from(["prefill", "decode", "queue", ""]),
+        semconv.GEN_AI_USAGE_OUTPUT_TOKENS: st.one_of(st.integers(-3, 500), st.text(max_size=3)),
+        semconv.OTEL_LLM_GPU_UUIDS: st.one_of(st.text(max_size=5), st.lists(st.text(max_size=5), max_size=2)),
+        semconv.PEER_SERVICE: st.text(max_size=5),
+        semconv.OTEL_LLM_DECODE_TIME: st.one_of(st.floats(-1, 10), st.booleans()),
+        "error": st.booleans(),
+        semconv.HTTP_RESPONSE_STATUS_CODE: st.one_of(st.integers(100, 599), st.text(max_size=3)),
+    }),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_span, min_size=1, max_size=12))
+def test_any_span_soup_reduces_without_crashing(spans):
+    s = summarize(spans)
+    assert s is not None
+    assert all(c.value >= 0 and c.scale > 0 for c in s.contributions)
+    assert sum(c.value * c.scale for c in s.contributions) <= sum(max(0, x.duration) for x in spans) + 1e-6
+    store = BaselineStore(window=16, min_samples=1)
+    store.learn(s)
+    rank([s], store, reference=[s], gpu_events=[GpuAnomaly("GPU-x", 0, None, "XID 79")])
