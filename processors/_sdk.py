@@ -28,6 +28,7 @@ from otel_llm import semconv
 from otel_llm._selftelemetry import report_dropped, report_error
 
 _COMPONENT = "span_processor"
+_FEED = "span_series_feed"
 
 #: Span-derived series: metric name -> how to read the per-request value.
 SPAN_SERIES: Mapping[str, tuple[str, ...]] = {
@@ -49,19 +50,26 @@ class SpanSeriesFeed:
     """Aggregates request spans into per-interval series and feeds a ThresholdProcessor.
 
     Each series gets the attribute ``otel_llm.statistic`` (``p95`` or ``count``).
-    An interval closes when a span ends past it (or on :meth:`flush`); late spans
-    of a closed interval are dropped and counted.
+    Spans arrive out of order (batching exporters, OTLP), so intervals stay open
+    until the latest span end seen is ``grace_s`` past them (default 5 s, the SDK
+    batch processor's delay); a span for an interval already closed is dropped and
+    counted (``otel_llm.dropped{otel_llm.component="span_series_feed",
+    otel_llm.reason="late_span"}``). When an interval closes, every series seen
+    before gets its request count, 0 included (a stop in traffic is visible).
     """
 
-    def __init__(self, thresholds: Any, interval_s: float = 10.0) -> None:
-        if interval_s <= 0:
-            raise ValueError(f"interval_s must be > 0, got {interval_s}")
+    def __init__(self, thresholds: Any, interval_s: float = 10.0, grace_s: float = 5.0) -> None:
+        if interval_s <= 0 or grace_s < 0:
+            raise ValueError(f"need interval_s > 0 and grace_s >= 0, got {interval_s}, {grace_s}")
         self.thresholds = thresholds
         self.interval_s = interval_s
-        self._buckets: dict[tuple, dict[str, list[float]]] = {}
+        self.grace_s = grace_s
+        self._open: dict[int, dict[tuple, dict[str, list[float]]]] = {}
         self._attrs: dict[tuple, dict[str, str]] = {}
-        self._current: int | None = None
+        self._closed_upto: int | None = None  # intervals <= this are closed
+        self._watermark = -math.inf
         self._lock = threading.Lock()
+        self.late = 0
 
     def add(self, span: SpanRecord) -> list[Detection]:
         if not is_request_span(span):
@@ -69,18 +77,15 @@ class SpanSeriesFeed:
         idx = int(span.end // self.interval_s)
         out: list[Detection] = []
         with self._lock:
-            if self._current is None:
-                self._current = idx
-            if idx < self._current:
-                report_dropped(_COMPONENT, "late_span")
+            if self._closed_upto is not None and idx <= self._closed_upto:
+                self.late += 1
+                report_dropped(_FEED, "late_span")
                 return []
-            if idx > self._current:
-                out = self._close_locked()
-                self._current = idx
             attrs = request_series_attributes(span)
             key = tuple(sorted(attrs.items()))
-            self._attrs[key] = attrs
-            b = self._buckets.setdefault(key, {m: [] for m in SPAN_SERIES})
+            if key not in self._attrs and len(self._attrs) < 10_000:
+                self._attrs[key] = attrs
+            b = self._open.setdefault(idx, {}).setdefault(key, {m: [] for m in SPAN_SERIES})
             for metric, names in SPAN_SERIES.items():
                 v = span.duration if not names else next(
                     (float(span.attributes[n]) for n in names if isinstance(span.attributes.get(n), (int, float))),
@@ -88,30 +93,39 @@ class SpanSeriesFeed:
                 )
                 if v is not None and math.isfinite(v):
                     b[metric].append(v)
+            if span.end > self._watermark:
+                self._watermark = span.end
+            ready = [i for i in self._open if (i + 1) * self.interval_s + self.grace_s <= self._watermark]
+            for i in sorted(ready):
+                out += self._close_locked(i)
         return out
 
-    def _close_locked(self) -> list[Detection]:
-        if self._current is None:
-            return []
-        t = (self._current + 1) * self.interval_s
+    def _close_locked(self, idx: int) -> list[Detection]:
+        buckets = self._open.pop(idx, {})
+        self._closed_upto = idx if self._closed_upto is None else max(self._closed_upto, idx)
+        t = (idx + 1) * self.interval_s
         out: list[Detection] = []
-        for key, b in self._buckets.items():
-            attrs = self._attrs[key]
-            count = len(b[semconv.GEN_AI_SERVER_REQUEST_DURATION])
+        for key, attrs in self._attrs.items():
+            b = buckets.get(key)
+            count = len(b[semconv.GEN_AI_SERVER_REQUEST_DURATION]) if b else 0
             out += self.thresholds.observe(
                 semconv.GEN_AI_SERVER_REQUEST_DURATION + ".count", {**attrs, semconv.OTEL_LLM_STATISTIC: "count"},
                 t, float(count),
             )
-            for metric, values in b.items():
-                if values:
-                    out += self.thresholds.observe(metric, {**attrs, semconv.OTEL_LLM_STATISTIC: "p95"}, t, _p95(values))
-        self._buckets = {}
+            if b:
+                for metric, values in b.items():
+                    if values:
+                        out += self.thresholds.observe(
+                            metric, {**attrs, semconv.OTEL_LLM_STATISTIC: "p95"}, t, _p95(values)
+                        )
         return out
 
     def flush(self) -> list[Detection]:
+        """Close every open interval now (shutdown, end of a replay)."""
         with self._lock:
-            out = self._close_locked()
-            self._current = None
+            out: list[Detection] = []
+            for i in sorted(self._open):
+                out += self._close_locked(i)
             return out
 
 

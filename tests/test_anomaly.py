@@ -246,3 +246,27 @@ def test_anomaly_settings_from_env(monkeypatch):
     monkeypatch.setenv("OTEL_LLM_ANOMALY_DETECTOR", "knn")
     with pytest.raises(ValueError, match="OTEL_LLM_ANOMALY_DETECTOR.*ecod, iforest, hbos, copod, loda"):
         RequestAnomalyProcessor(refit="inline", emit_metrics=False)
+
+
+def test_span_series_feed_tolerates_late_spans_within_grace_and_counts_later_ones():
+    thresholds = ThresholdProcessor(ThresholdConfig(model="robust", refit="inline", min_history=5), emit_metrics=False)
+    feed = SpanSeriesFeed(thresholds, interval_s=10.0, grace_s=5.0)
+    rng = np.random.default_rng(7)
+
+    def at(end, i):
+        s = _span(i, rng, t0=0.0)
+        return SpanRecord(s.trace_id, s.span_id, None, s.name, s.service, end - 0.5, end, kind=KIND_SERVER,
+                          attributes=s.attributes)
+
+    feed.add(at(101.0, 0))
+    feed.add(at(112.0, 1))
+    feed.add(at(109.0, 2))  # late but within grace: interval [100, 110) still open
+    assert feed.late == 0
+    feed.add(at(116.0, 3))  # watermark 116 >= 110 + 5: closes [100, 110) with 2 requests
+    count = next(s for s in thresholds.states() if s.metric.endswith(".count"))
+    assert (count.n, count.value) == (1, 2.0)
+    feed.add(at(105.0, 4))  # too late now: dropped and counted
+    assert feed.late == 1
+    feed.add(at(140.0, 5))  # closes [110, 120) (2 requests); [120, 130) had none: no points for it
+    feed.flush()
+    assert count.n == 3 and count.value == 1.0
