@@ -14,7 +14,7 @@ learned, so a fault cannot become the new normal while it is being explained.
 
 from __future__ import annotations
 
-from collections import deque
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -23,6 +23,7 @@ import numpy as np
 from ._trace import Component, TraceSummary
 
 DEFAULT_WINDOW = 2048
+DEFAULT_MAX_COMPONENTS = 20_000
 MIN_SAMPLES = 5
 # Scale floor: a fraction of the median plus an absolute floor (seconds, or
 # seconds per token for normalised stages: kept tiny).
@@ -45,31 +46,38 @@ class Stats:
 
 
 class _Series:
-    """A ring of recent values. Statistics are recomputed lazily, once 5% of
-    the window is new (amortised O(1) per observation on a busy stream)."""
+    """A ring of recent values in compact arrays (8 bytes a value, 1 an error flag).
+    Statistics are recomputed lazily, once 5% of the window is new (amortised O(1)
+    per observation on a busy stream)."""
 
-    __slots__ = ("_dirty", "_stats", "errors", "values")
+    __slots__ = ("_dirty", "_pos", "_stats", "_window", "errors", "values")
 
     def __init__(self, window: int) -> None:
-        self.values: deque[float] = deque(maxlen=window)
-        self.errors: deque[bool] = deque(maxlen=window)
+        self.values = array("d")
+        self.errors = bytearray()
+        self._window = window
+        self._pos = 0
         self._stats: Stats | None = None
         self._dirty = 0
 
     def add(self, value: float, error: bool) -> None:
-        self.values.append(value)
-        self.errors.append(error)
+        if len(self.values) < self._window:
+            self.values.append(value)
+            self.errors.append(1 if error else 0)
+        else:
+            self.values[self._pos] = value
+            self.errors[self._pos] = 1 if error else 0
+            self._pos = (self._pos + 1) % self._window
         self._dirty += 1
 
     def stats(self, abs_floor: float) -> Stats:
         n = len(self.values)
         if self._stats is None or (self._dirty and self._dirty >= max(1, n // 20)) or (self._dirty and n < 100):
-            arr = np.fromiter(self.values, dtype=float, count=n)
+            arr = np.frombuffer(self.values, dtype=float, count=n)
             med = float(np.median(arr))
             mad = float(np.median(np.abs(arr - med)))
             scale = max(1.4826 * mad, _REL_FLOOR * abs(med), abs_floor)
-            err = sum(self.errors) / n
-            self._stats = Stats(med, scale, n, err)
+            self._stats = Stats(med, scale, n, self.errors.count(1) / n)
             self._dirty = 0
         return self._stats
 
@@ -77,7 +85,8 @@ class _Series:
 class BaselineStore:
     """Recent normal behaviour per component and per root operation."""
 
-    def __init__(self, window: int = DEFAULT_WINDOW, min_samples: int = MIN_SAMPLES) -> None:
+    def __init__(self, window: int = DEFAULT_WINDOW, min_samples: int = MIN_SAMPLES,
+                 max_components: int = DEFAULT_MAX_COMPONENTS) -> None:
         if window < min_samples or min_samples < 1:
             raise ValueError("window must be >= min_samples >= 1")
         self.window = window
@@ -87,6 +96,9 @@ class BaselineStore:
         self._callees: dict[tuple[str, str], Component] = {}
         self._frozen = 0
         self.held_back = 0
+        self.max_components = max_components
+        self.overflow = 0
+        """Observations not learned because ``max_components`` components exist already."""
         """Traces not learned because the store was frozen."""
 
     @property
@@ -118,6 +130,9 @@ class BaselineStore:
         for c in trace.contributions:
             series = comps.get(c.component)
             if series is None:
+                if len(comps) >= self.max_components:
+                    self.overflow += 1
+                    continue
                 series = comps[c.component] = _Series(window)
             series.add(c.value, c.error_origin)
         root = self._roots.get(trace.root_key)

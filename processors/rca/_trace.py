@@ -234,6 +234,9 @@ def summarize(spans: Sequence[SpanRecord], *, partial: bool = False) -> TraceSum
                 count("missing_parent")
             roots.append(s)
     # The trace's root: a span without parent, else the longest orphan.
+    if not roots:  # every span has a parent inside the trace: a cycle; start from the earliest
+        roots = [min(ordered, key=lambda r: r.start)]
+        count("cycle")
     true_roots = [r for r in roots if not r.parent_id]
     root = min(true_roots, key=lambda r: r.start) if true_roots else max(roots, key=lambda r: r.duration)
 
