@@ -347,3 +347,16 @@ def test_num_return_sequences_counts_each_choice(inst, telemetry, tiny_model):
     assert list(a[sc.OTEL_LLM_INPUT_TOKENS_PER_SEQUENCE]) == [enc["input_ids"].shape[1]]
     expected = _expected_output_counts(out[:, enc["input_ids"].shape[1] :], tok.eos_token_id)
     assert list(a[sc.OTEL_LLM_OUTPUT_TOKENS_PER_SEQUENCE]) == expected and len(expected) == 3
+
+
+def test_inputs_embeds_only(inst, telemetry, tiny_model):
+    model, tok = tiny_model
+    ids = tok("embed me please", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(ids)
+    out = model.generate(inputs_embeds=embeds, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    a = telemetry.spans()[0].attributes
+    assert out.shape[1] == 5  # generate() returns only new tokens here
+    assert a[sc.GEN_AI_USAGE_INPUT_TOKENS] == ids.shape[1]
+    assert a[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == 5
+    assert telemetry.points(sc.OTEL_LLM_SERVER_TOKEN_GAP)[0].count == 4
