@@ -29,10 +29,10 @@ def test_instrumentor_entry_points_registered_and_loadable():
         assert get_dependency_conflicts(cls().instrumentation_dependencies()) is None
 
 
+CONFIGURATOR_EP = "otel_llm = otel_llm._configuration:OtelLLMConfigurator"
+
+# The app has no telemetry code at all: opentelemetry-instrument loads the configurator and the instrumentors.
 APP = """
-from otel_llm._configuration import OtelLLMConfigurator
-# what opentelemetry-instrument does for an `opentelemetry_configurator` entry point:
-OtelLLMConfigurator().configure()
 from otel_llm.models import build_tiny_model
 model, tok = build_tiny_model()
 model.generate(**tok("hello there", return_tensors="pt"), max_new_tokens=8, min_new_tokens=8, do_sample=False)
@@ -61,8 +61,16 @@ def test_opentelemetry_instrument_discovers_transformers(tmp_path: Path):
     assert launcher.exists(), "opentelemetry-instrument is installed with opentelemetry-instrumentation"
     app = tmp_path / "app.py"
     app.write_text(APP)
+    # Register the `opentelemetry_configurator` entry point the way an installed distribution does
+    # (a dist-info on the path), so this test does not depend on how the package was installed.
+    dist = tmp_path / "site" / "otel_llm_configurator-0.0.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: otel-llm-configurator\nVersion: 0.0.0\n")
+    (dist / "entry_points.txt").write_text(f"[opentelemetry_configurator]\n{CONFIGURATOR_EP}\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path / "site"), env.get("PYTHONPATH")]))
     env.update(
+        OTEL_PYTHON_CONFIGURATOR="otel_llm",
         OTEL_TRACES_EXPORTER="console",
         OTEL_METRICS_EXPORTER="console",
         OTEL_SERVICE_NAME="entry-point-test",
