@@ -19,6 +19,9 @@ def run_demo(cfg: DemoConfig, *, console: Any = None, live: bool = True, report:
     from otel_llm.demo._summary import print_summary, telemetry_summary
 
     console = console or Console()
+    if cfg.gpu == "auto":
+        console.print("[yellow]--gpu auto: the demo injects faults into simulated GPUs only; real-GPU mode is not "
+                      "wired into the demo yet (use `otel-llm gpu` for real GPUs). Using the simulator.[/]")
     report_dir = cfg.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)
     view = LiveView(cfg, console, enabled=live and console.is_terminal)
@@ -39,6 +42,13 @@ def run_demo(cfg: DemoConfig, *, console: Any = None, live: bool = True, report:
         with view:
             run.run()
         pipeline.finish(time.time())
+        if backends and "alertmanager" in backends:
+            try:
+                held = backends["alertmanager"].alerts()
+                console.print(f"[bold]Alertmanager[/] at {backends['alertmanager'].url} holds {len(held)} alert(s): "
+                              + ", ".join(sorted({a['labels'].get('alertname', '?') for a in held})[:6]))
+            except Exception as exc:
+                console.print(f"[yellow]could not query Alertmanager: {exc}[/]")
     finally:
         if backends is not None:
             for b in backends.values():

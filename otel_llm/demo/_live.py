@@ -8,7 +8,6 @@ import time
 from collections import deque
 from typing import Any
 
-from otel_llm import semconv
 from otel_llm.demo import _series as S
 from otel_llm.demo._runner import DemoConfig, TickState
 
@@ -135,5 +134,4 @@ class LiveView:
         replay = (f"requests: {st.replay.sent} sent, {st.replay.ok} ok, {st.replay.failed} failed, "
                   f"{st.replay.in_flight} in flight" if st else "")
         alerts = Text.from_markup("\n".join(self._alerts) or "[dim]no alerts yet[/]")
-        _ = semconv
         return Group(head, bar, Text(replay), m, g, inc, Text("Alerts", style="bold"), alerts)

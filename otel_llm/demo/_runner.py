@@ -79,6 +79,8 @@ class DemoConfig:
     """Client-side cap on requests in flight (users are many: keep it above what the server can take)."""
     tick_s: float = 1.0
     window_s: float = 2.0
+    server_workers: int = 2
+    """Generation threads per replica (concurrent sequences a GPU serves)."""
     server_max_queue: int = 64
     """Waiting requests per replica before it answers 429 (the burst fault fills it)."""
     min_history: int = 20
@@ -166,7 +168,8 @@ class DemoRun:
             ctl = SlowdownController(seed=self.cfg.seed + i)
             app = create_app(model, tokenizer, model_name=TINY_MODEL_NAME, faults=ctl, seed=self.cfg.seed + i,
                              tracer_provider=llm_tel.tracer_provider, meter_provider=llm_tel.meter_provider,
-                             torch_threads=1, max_queue=self.cfg.server_max_queue)
+                             torch_threads=1, max_queue=self.cfg.server_max_queue,
+                             workers=self.cfg.server_workers)
             handle = run_in_thread(_OnGpu(app, uuid))
             self._handles.append(handle)
             self.controllers[uuid] = ctl
