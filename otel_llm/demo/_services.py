@@ -191,7 +191,7 @@ class Gateway:
                     async for line in resp.aiter_lines():
                         if not line:
                             continue
-                        if first and line.startswith("data:") and "[DONE]" not in line:
+                        if first and line.startswith("data:") and _has_content(line):
                             first = False
                             ttft = time.perf_counter() - t0
                             span.set_attribute(semconv.OTEL_LLM_TTFT, ttft)
@@ -211,6 +211,18 @@ class Gateway:
                 span.set_attribute("http.response.status_code", 200)
             cspan.end()
             span.end()
+
+
+def _has_content(line: str) -> bool:
+    """Does this SSE ``data:`` line carry generated text (not the role-only first chunk, not [DONE])?"""
+    payload = line[5:].strip()
+    if payload == "[DONE]":
+        return False
+    try:
+        choices = json.loads(payload).get("choices") or []
+    except (ValueError, AttributeError):
+        return False
+    return any((c.get("delta") or {}).get("content") or c.get("text") for c in choices if isinstance(c, dict))
 
 
 def _fail(span: Any, status: int, message: str) -> None:

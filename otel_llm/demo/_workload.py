@@ -313,7 +313,7 @@ def openai_sender(client, base_url: str, model: str, *, seed: int = 0) -> SendFn
                     payload = line[5:].strip()
                     if payload == "[DONE]":
                         break
-                    if result.ttft_s is None:
+                    if result.ttft_s is None and '"content":' in payload and '"content":""' not in payload:
                         result.ttft_s = time.perf_counter() - t0
                     result.chunks += 1
                     if '"error"' in payload:
