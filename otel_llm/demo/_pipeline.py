@@ -81,8 +81,10 @@ class DemoPipeline:
         from otel_llm.processors._alarm import AlarmPolicy
         from otel_llm.processors._thresholds import ThresholdConfig, ThresholdProcessor
 
-        # Refit rarely (every 30 points): a band refitted during a fault learns the fault.
-        base = ThresholdConfig(min_history=min_history, refit_every=30, history=240, levels=(80.0, 95.0))
+        # Update the band rarely (every 15 points) and hold it while an alarm is open: a band that keeps
+        # learning during a fault learns the fault (and stops reporting it before persistence is reached).
+        base = ThresholdConfig(min_history=min_history, refit_every=60, update_every=15, hold_during_alarm=60,
+                               history=240, levels=(80.0, 95.0))
         # 3 of the last 4 windows beyond 3.5 band-sigmas: one slow window (a burst in the real trace, a
         # scheduler hiccup on a busy host) is not an incident.
         up = AlarmPolicy(threshold=3.5, recover=1.5, k=3, n=4, recover_n=3, cooldown=3, direction="up")
