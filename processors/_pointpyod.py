@@ -25,7 +25,7 @@ class PointAnomalyDetector:
         contamination: float = 0.005,
         *,
         window: int = 1024,
-        min_fit: int = 64,
+        min_fit: int = 30,
         refit_every: int = 64,
         context: int = 8,
         cooldown: int = 0,
