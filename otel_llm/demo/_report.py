@@ -81,10 +81,13 @@ def _series_plot(ax: Any, rows: list[tuple], t0: float, *, label: str, color: st
     if not rows:
         return
     xs = [r[0] - t0 for r in rows]
-    ax.plot(xs, [r[1] * scale for r in rows], color=color, lw=1.4, label=label)
+    ys = [r[1] * scale for r in rows]
+    ax.plot(xs, ys, color=color, lw=1.4, label=label, marker=".", markersize=3)
     if band:
+        # a forecast band can run away (a trend extrapolated on a log scale): clip it to the plot
+        cap = 3.0 * max(ys) if ys else math.inf
         lo = [r[2] * scale if math.isfinite(r[2]) else math.nan for r in rows]
-        hi = [r[4] * scale if math.isfinite(r[4]) else math.nan for r in rows]
+        hi = [min(r[4] * scale, cap) if math.isfinite(r[4]) else math.nan for r in rows]
         ax.fill_between(xs, [max(v, 0) if math.isfinite(v) else math.nan for v in lo], hi, color=color,
                         alpha=0.15, lw=0, label=f"{label}: learned 95% band")
 
