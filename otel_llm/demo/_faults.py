@@ -105,10 +105,10 @@ def default_schedule(duration_s: float) -> list[Fault]:
     """The four fault kinds after a fault-free warm-up (the first 28% of the run)."""
     d = float(duration_s)
     slots = [  # (kind, start fraction, length fraction)
-        (KIND_SLOW_DEPENDENCY, 0.28, 0.10),
-        (KIND_GPU_THROTTLE, 0.42, 0.22),  # the heat-up takes ~20-30 s before the clock drops
-        (KIND_BURST, 0.70, 0.07),
-        (KIND_GPU_XID, 0.83, 0.10),  # last: a GPU that fell off the bus keeps XID 79 as its last XID
+        (KIND_SLOW_DEPENDENCY, 0.28, 0.08),
+        (KIND_GPU_THROTTLE, 0.38, 0.25),  # the heat-up takes ~30 s before the clock drops
+        (KIND_BURST, 0.72, 0.07),  # >= 15 s after the throttle: its incident has resolved
+        (KIND_GPU_XID, 0.85, 0.10),  # last: a GPU that fell off the bus keeps XID 79 as its last XID
     ]
     return [Fault(k, round(d * s, 1), round(d * (s + n), 1), dict(_PARAMS[k])) for k, s, n in slots]
 
