@@ -36,9 +36,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/server_middleware.py
 	$(BIN)/python benchmarks/gpu_collect.py
 	$(BIN)/python benchmarks/processors.py
 	$(BIN)/python benchmarks/analyze.py
+	$(BIN)/python benchmarks/exporters.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache report
