@@ -9,6 +9,7 @@ The join with traces is the ``otel_llm.gpu.uuids`` span attribute.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -33,6 +34,9 @@ _THROTTLE_BITS = {
     0x40: "hardware thermal slowdown",
     0x80: "hardware power brake",
 }
+
+
+_MAX_GPUS = 100_000  # bound on the per-GPU XID state
 
 
 def _uuid_of(detection: Detection) -> str | None:
@@ -61,10 +65,17 @@ def events_from_detections(detections: Iterable[Detection]) -> list[GpuAnomaly]:
     return out
 
 
-def events_from_samples(samples: Iterable[Any]) -> list[GpuAnomaly]:
+def events_from_samples(samples: Iterable[Any], last_xid: dict[str, int] | None = None) -> list[GpuAnomaly]:
     """GPU events from :class:`~otel_llm.collectors.GpuSample`-like objects
-    (``uuid``, ``timestamp``, ``fields`` keyed by DCGM field id)."""
+    (``uuid``, ``timestamp``, ``fields`` keyed by DCGM field id).
+
+    DCGM's XID field holds the *last* XID code until the driver reloads, so an XID
+    is an event only when the field's value changes (or first appears after 0 / no
+    value). ``last_xid`` (uuid -> last value seen) carries that state across calls;
+    it is updated in place. Without it, state starts empty for this call.
+    """
     out = []
+    last = {} if last_xid is None else last_xid
     for s in samples:
         fields: Mapping[int, float] = getattr(s, "fields", {}) or {}
         reasons = []
@@ -74,8 +85,15 @@ def events_from_samples(samples: Iterable[Any]) -> list[GpuAnomaly]:
             if named:
                 reasons.append("clock throttling (" + ", ".join(named) + ")")
         xid = fields.get(FI_XID_ERRORS)
-        if xid:
-            reasons.append(f"XID {int(xid)}")
+        if xid is not None:
+            code = int(xid) if xid == xid else 0  # NaN: no value
+            if code and last.get(s.uuid) != code:
+                reasons.append(f"XID {code}")
+            if code:
+                if s.uuid in last or len(last) < _MAX_GPUS:
+                    last[s.uuid] = code
+            else:
+                last.pop(s.uuid, None)
         if fields.get(FI_ECC_DBE_VOL_TOTAL):
             reasons.append("uncorrectable ECC errors")
         if getattr(s, "labels", {}).get("lost") in ("1", "true") or fields.get(-1):
@@ -95,6 +113,12 @@ def events_from_store(store: Any, uuids: Iterable[str], start: float, end: float
     window's spans ran on."""
     out: list[GpuAnomaly] = []
     for uuid in uuids:
+        # The XID value just before the window: a stale last-XID in it is not new.
+        last_xid: dict[str, int] = {}
+        if hasattr(store, "at"):
+            before = store.at(uuid, math.nextafter(start, -math.inf))
+            if before is not None:
+                events_from_samples([before], last_xid)
         if hasattr(store, "events"):
             for e in store.events(uuid, start, end):
                 template = _STORE_KINDS.get(getattr(e, "kind", ""))
@@ -111,7 +135,8 @@ def events_from_store(store: Any, uuids: Iterable[str], start: float, end: float
                     reason = e.kind
                 out.append(GpuAnomaly(uuid, e.timestamp, e.timestamp, reason.rstrip(": "), 1.0))
         if hasattr(store, "window"):
-            out += events_from_samples(store.window(uuid, start, end))
+            out += events_from_samples(store.window(uuid, start, end), last_xid)
         elif hasattr(store, "at"):
-            out += events_from_samples(s for s in (store.at(uuid, t) for t in (start, end)) if s is not None)
+            out += events_from_samples((s for s in (store.at(uuid, t) for t in (start, end)) if s is not None),
+                                       last_xid)
     return out

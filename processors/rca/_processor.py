@@ -68,6 +68,7 @@ class RcaProcessor:
         rerank_interval_s: float = 10.0,
         resolve_after_s: float = 60.0,
         incident_timeout_s: float = 900.0,
+        gpu_stale_s: float = 300.0,
         gpu_state: Any = None,
         clock: Callable[[], float] = time.time,
         self_detect: bool = True,
@@ -90,6 +91,9 @@ class RcaProcessor:
         self.rerank_interval_s = rerank_interval_s
         self.resolve_after_s = resolve_after_s
         self.incident_timeout_s = incident_timeout_s
+        if gpu_stale_s <= 0:
+            raise ValueError("gpu_stale_s must be > 0")
+        self.gpu_stale_s = gpu_stale_s
         self.gpu_state = gpu_state
         self.clock = clock
         self.self_detect = self_detect
@@ -98,6 +102,10 @@ class RcaProcessor:
         self._lock = threading.Lock()
         self._pending: list[Detection] = []
         self._gpu_events: deque[GpuAnomaly] = deque(maxlen=10_000)
+        # Open GPU anomalies from Detections without an end, by detection fingerprint:
+        # closed when the detection ends, or after ``gpu_stale_s`` without news.
+        self._gpu_open: dict[str, tuple[GpuAnomaly, float]] = {}
+        self._last_xid: dict[str, int] = {}
         self._last_rank = 0.0
         self._last_abnormal = 0.0
         self._last_trigger = 0.0
@@ -113,8 +121,8 @@ class RcaProcessor:
             self._pending.extend(detections)
 
     def on_gpu_samples(self, samples: Iterable[Any]) -> None:
-        """GPU samples (``GpuSample``-like): throttling, XID, ECC, lost become GPU evidence."""
-        self._gpu_events.extend(events_from_samples(samples))
+        """GPU samples (``GpuSample``-like): throttling, a *new* XID, ECC, lost become GPU evidence."""
+        self._gpu_events.extend(events_from_samples(samples, self._last_xid))
 
     def add_gpu_anomalies(self, anomalies: Iterable[GpuAnomaly]) -> None:
         self._gpu_events.extend(anomalies)
@@ -136,7 +144,7 @@ class RcaProcessor:
             with self._lock:
                 pending, self._pending = self._pending, []
             triggers = pending + (self._detect(now) if self.self_detect else [])
-            self._gpu_events.extend(events_from_detections(pending))
+            self._gpu_from_detections(pending, now)
             if triggers:
                 changed += self._open_or_extend(triggers, now)
             if self.incident is not None:
@@ -257,8 +265,31 @@ class RcaProcessor:
             return [inc]
         return []
 
+    def _gpu_from_detections(self, detections: list[Detection], now: float) -> None:
+        """Detections naming a GPU: an opening one is an open anomaly (until its closing
+        Detection, same fingerprint, arrives); a closed one ends it. An open anomaly with no
+        news for ``gpu_stale_s`` ends there: an old throttle is not evidence forever."""
+        for d in detections:
+            for an in events_from_detections([d]):
+                key = d.fingerprint
+                prev = self._gpu_open.pop(key, None)
+                if an.end is None:
+                    if prev is not None:  # an update of the same open detection: keep its start
+                        an = GpuAnomaly(an.uuid, min(an.start, prev[0].start), None, an.reason, an.score)
+                    if len(self._gpu_open) < 10_000:
+                        self._gpu_open[key] = (an, now)
+                else:
+                    if prev is not None and prev[0].start < an.start:
+                        an = GpuAnomaly(an.uuid, prev[0].start, an.end, an.reason, an.score)
+                    self._gpu_events.append(an)
+        for key, (an, seen) in list(self._gpu_open.items()):
+            if now - seen >= self.gpu_stale_s:
+                del self._gpu_open[key]
+                self._gpu_events.append(GpuAnomaly(an.uuid, an.start, seen + self.gpu_stale_s, an.reason, an.score))
+
     def _gpu_in(self, start: float, end: float) -> list[GpuAnomaly]:
         events = [e for e in self._gpu_events if e.start <= end and (e.end is None or e.end >= start)]
+        events += [e for e, _ in self._gpu_open.values() if e.start <= end]
         if self.gpu_state is not None:
             events += self._gpu_from_state(start, end)
         return events

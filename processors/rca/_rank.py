@@ -15,7 +15,8 @@ Per component (a span operation, an LLM stage, a downstream) and per service:
 They fuse into one score per service, weighted by whether the window is
 abnormal in latency, errors or both. GPUs with anomalies in the window become
 candidates of their own, scored by the share of the excess found in traces
-that ran on them. Scoring is pure: nothing here changes the baselines.
+that ran on them; a *lost* GPU (XID 79, series vanished) scores on its own
+evidence: the loss and the requests that failed on it. Scoring is pure: nothing here changes the baselines.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ _TRACE_EXCESS_SHARE = 0.1
 _EGRESS_MIN_SHARE = 0.15
 # Fusion weights: excess/error share, coverage (Ochiai), robust z (saturating at ~_Z_SCALE).
 _W_SHARE, _W_OCHIAI, _W_Z, _Z_SCALE = 0.6, 0.2, 0.2, 5.0
+# A lost GPU's score: the loss itself, plus the share of its requests that failed.
+_LOST_BASE, _LOST_FAILED = 0.5, 0.4
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +179,7 @@ def rank(
     gpu_comp_raw: dict[tuple[str, Component], float] = {}
     gpu_traces: dict[str, int] = {}
     gpu_service: dict[str, dict[str, float]] = {}
+    gpu_failed: dict[str, int] = {}
 
     all_devs = [_trace_deviations(trace, baselines, k) for trace in window]
     senders = _egress_senders(window, all_devs)
@@ -221,6 +225,8 @@ def rank(
                 if excess > 0 and comp[1] == svc:
                     gpu_comp_raw[(uuid, comp)] = gpu_comp_raw.get((uuid, comp), 0.0) + excess
             gpu_traces[uuid] = gpu_traces.get(uuid, 0) + 1
+            if trace.error or any(d[2] and d[0][1] == svc for d in devs):
+                gpu_failed[uuid] = gpu_failed.get(uuid, 0) + 1
             gpu_service.setdefault(uuid, {})
             gpu_service[uuid][svc] = gpu_service[uuid].get(svc, 0.0) + 1.0
         for svc in involved:
@@ -306,6 +312,8 @@ def rank(
                                          cs, comp_score(comp)[1], lifts[comp], service_detail[svc],
                                          n_abn, len(window)))
 
+    gpu_events = list(gpu_events)
+    lost = {ev.uuid for ev in gpu_events if _is_lost(ev.reason)}
     for ev in _merge_gpu_events(gpu_events):
         share = gpu_excess.get(ev.uuid, 0.0) / total_excess if total_excess else 0.0
         svc_weights = gpu_service.get(ev.uuid, {})
@@ -322,19 +330,36 @@ def rank(
             # least as much as elsewhere, and the GPU itself reports trouble: the GPU
             # explains its service's slow stage, so it ranks just above it.
             score = max(score, best_on_gpu * 1.05 + 1e-6)
+        failed = gpu_failed.get(ev.uuid, 0)
+        if ev.uuid in lost:
+            # A lost GPU (XID 79, series vanished) is its own evidence: traffic moves away
+            # from it, so its share of the excess is near zero. The loss itself and the
+            # requests that failed on it before rerouting rank it.
+            fail_share = failed / gpu_traces[ev.uuid] if gpu_traces.get(ev.uuid) else 0.0
+            score = max(score, _LOST_BASE * ev.score + _LOST_FAILED * fail_share)
+            if failed:  # its service's errors are the GPU's doing: rank just above them
+                score = max(score, best_on_gpu * 1.05 + 1e-6)
         reason = f"GPU {ev.uuid}: {ev.reason} during the window"
         if gpu_traces.get(ev.uuid):
             reason += f"; {gpu_traces[ev.uuid]} traces ran on it, carrying {share:.0%} of the excess latency"
+            if failed:
+                reason += f"; {failed} of them failed"
         examples = sorted((t for t in window if ev.uuid in t.gpu_uuids), key=lambda t: -trace_excess[t.trace_id])
         candidates.append(RootCauseCandidate(
             kind="gpu", name=ev.uuid, score=round(score, 4), reason=reason, service=svc, operation=None,
             evidence={"gpu_reason": ev.reason, "gpu_event_start": ev.start, "gpu_event_end": ev.end,
                       "excess_share": round(share, 4), "traffic_share": round(traffic, 4),
-                      "excess_lift": round(lift, 2), "traces_on_gpu": gpu_traces.get(ev.uuid, 0)},
+                      "excess_lift": round(lift, 2), "traces_on_gpu": gpu_traces.get(ev.uuid, 0),
+                      "failed_traces_on_gpu": failed, "gpu_lost": ev.uuid in lost},
             trace_ids=tuple(t.trace_id for t in examples[:_MAX_EXAMPLES]),
         ))
     candidates.sort(key=lambda c: -c.score)
     return candidates[:max_candidates]
+
+
+def _is_lost(reason: str) -> bool:
+    r = reason.lower()
+    return "lost" in r or "off the bus" in r or "xid 79" in r or "vanished" in r
 
 
 def _merge_gpu_events(events: Iterable[GpuAnomaly]) -> list[GpuAnomaly]:
