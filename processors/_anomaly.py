@@ -13,7 +13,8 @@
 * a :class:`Detection` (kind ``anomaly``) opens only when, within the last
   ``rate_window_s`` seconds of a series (service + model), at least
   ``min_anomalies`` requests are abnormal and they are more than
-  ``rate_threshold`` of the requests; it closes when the rate falls under half
+  ``rate_threshold`` of the requests, out of at least ``min_scored`` scored
+  requests (so "5 of 6" right after the first fit never pages); it closes when the rate falls under half
   of that. One outlier never pages anyone.
 """
 
@@ -89,6 +90,7 @@ class RequestAnomalyProcessor:
         rate_window_s: float = 60.0,
         rate_threshold: float = 0.2,
         min_anomalies: int = 3,
+        min_scored: int = 20,
         gpu_state: GpuStateFn | None = None,
         stream: DetectionStream | None = None,
         meter_provider: Any = None,
@@ -110,12 +112,15 @@ class RequestAnomalyProcessor:
             raise ValueError(f"need 10 <= min_fit <= window, got min_fit={min_fit} window={window}")
         if not (0.0 < rate_threshold <= 1.0) or min_anomalies < 1 or rate_window_s <= 0:
             raise ValueError("rate_threshold must be in (0, 1], min_anomalies >= 1, rate_window_s > 0")
+        if min_scored < min_anomalies:
+            raise ValueError(f"min_scored must be >= min_anomalies ({min_anomalies}), got {min_scored}")
         self.contamination = contamination
         self.min_fit = min_fit
         self.refit_every = refit_every
         self.rate_window_s = rate_window_s
         self.rate_threshold = rate_threshold
         self.min_anomalies = min_anomalies
+        self.min_scored = min_scored
         self.gpu_state = gpu_state
         self.random_state = random_state
         self.stream = stream if stream is not None else DetectionStream()
@@ -268,7 +273,8 @@ class RequestAnomalyProcessor:
             total = len(rs.events)
             rate = rs.anomalous / total if total else 0.0
             out: list[Detection] = []
-            if rs.open is None and rs.anomalous >= self.min_anomalies and rate > self.rate_threshold:
+            if (rs.open is None and total >= self.min_scored and rs.anomalous >= self.min_anomalies
+                    and rate > self.rate_threshold):
                 bad = [e for e in rs.events if e.anomalous]
                 agg: collections.Counter[str] = collections.Counter()
                 for e in bad:

@@ -270,3 +270,24 @@ def test_span_series_feed_tolerates_late_spans_within_grace_and_counts_later_one
     feed.add(at(140.0, 5))  # closes [110, 120) (2 requests); [120, 130) had none: no points for it
     feed.flush()
     assert count.n == 3 and count.value == 1.0
+
+
+def test_rate_alarm_waits_for_enough_scored_requests_after_the_first_fit():
+    rng = np.random.default_rng(5)
+    proc = RequestAnomalyProcessor("ecod", 0.02, refit="inline", min_fit=100, refit_every=10_000, rate_window_s=60,
+                                   rate_threshold=0.2, min_anomalies=3, emit_metrics=False)
+    assert proc.min_scored == 20
+    dets = []
+    for i in range(100):  # unscored until the first fit
+        dets += proc.observe(_span(i, rng))
+    assert proc.model is not None and dets == [] and proc.scored == 0
+    for i in range(100, 106):  # "5 of 6" right after the fit: too few scored requests to judge a rate
+        dets += proc.observe(_span(i, rng, tpot_factor=8 if i % 6 else 1))
+    assert proc.flagged >= 5 and dets == []
+    for i in range(106, 130):
+        dets += proc.observe(_span(i, rng, tpot_factor=8 if i % 2 else 1))
+    opened = [d for d in dets if d.active]
+    assert len(opened) == 1 and proc.scored >= 20
+    assert int(opened[0].explanation.split(" of ")[1].split()[0]) >= 20
+    with pytest.raises(ValueError, match="min_scored"):
+        RequestAnomalyProcessor(refit="inline", emit_metrics=False, min_anomalies=5, min_scored=4)

@@ -19,7 +19,8 @@ def test_slow_prefill_requests_are_flagged_with_ttft_named(tiny_model):
     stream = DetectionStream()
     sub = stream.subscribe()
     anomaly = RequestAnomalyProcessor("ecod", 0.05, refit="inline", min_fit=20, refit_every=1000,
-                                      rate_threshold=0.05, min_anomalies=2, stream=stream, emit_metrics=False)
+                                      rate_threshold=0.05, min_anomalies=2, min_scored=5, stream=stream,
+                                      emit_metrics=False)
     thresholds = ThresholdProcessor(ThresholdConfig(model="robust", refit="inline", min_history=5), stream=stream,
                                     emit_metrics=False)
     sp = DetectorSpanProcessor(anomaly, SpanSeriesFeed(thresholds, interval_s=0.2))
