@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
+import os
 import threading
 from collections.abc import Iterable, Iterator
 
 from otel_llm import environment_variables as ev
-from otel_llm._env import env_list
 
 _request_gpus: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
     "otel_llm_request_gpus", default=None
@@ -53,10 +54,18 @@ def current_gpu_uuids() -> tuple[str, ...]:
         return req
     if _process is not None:
         return _process
-    env = env_list(ev.OTEL_LLM_GPU_UUIDS)
+    env = _env_uuids(os.environ.get(ev.OTEL_LLM_GPU_UUIDS))
     if env:
-        return tuple(env)
+        return env
     return _discover()
+
+
+@functools.lru_cache(maxsize=8)
+def _env_uuids(raw: str | None) -> tuple[str, ...]:
+    """``OTEL_LLM_GPU_UUIDS`` parsed once per distinct value (this runs on every request span)."""
+    if not raw:
+        return ()
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
 def _discover() -> tuple[str, ...]:

@@ -115,6 +115,7 @@ class GenAIInstruments:
             sc.OTEL_LLM_SERVER_STALLS, unit="{gap}", description="Inter-token gaps longer than the stall threshold."
         )
         self._detach: Any = None
+        self._usage_keys: dict[frozenset, tuple[frozenset, dict[str, Any], frozenset, dict[str, Any]]] = {}
         self.preaggregated = False
         self._exemplar_filter: Any = None
         if meter_provider is not None and env_bool(ev.OTEL_LLM_PREAGGREGATE, preaggregate, True):
@@ -171,6 +172,20 @@ class GenAIInstruments:
             return None
         ctx = get_current_span(context).get_span_context()
         return (ctx.span_id, ctx.trace_id) if ctx.is_valid else None
+
+    def usage_keys(self, key: frozenset, metric_attrs: Mapping[str, Any]) -> tuple[
+        frozenset, dict[str, Any], frozenset, dict[str, Any]
+    ]:
+        """``(input key, input attrs, output key, output attrs)`` of ``gen_ai.client.token.usage``, built once
+        per metric-attribute set (bounded: past 1024 sets they are built per call)."""
+        found = self._usage_keys.get(key)
+        if found is None:
+            in_attrs = {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_INPUT}
+            out_attrs = {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_OUTPUT}
+            found = (frozenset(in_attrs.items()), in_attrs, frozenset(out_attrs.items()), out_attrs)
+            if len(self._usage_keys) < 1024:
+                self._usage_keys[key] = found
+        return found
 
     # -- gap points ----------------------------------------------------------
     def record_gaps(
@@ -430,10 +445,8 @@ def record_generation(
 
     if _SPAN_ONLY.get():
         return
-    in_attrs = {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_INPUT} if input_tokens is not None else None
-    out_attrs = {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_OUTPUT} if output_tokens is not None else None
     if instruments.preaggregated:
-        # one attribute key and one exemplar decision for the whole request
+        # one attribute key and one exemplar decision for the whole request; usage keys cached per attribute set
         ex = instruments.exemplar_ids(context)
         key = frozenset(metric_attrs.items())
         instruments.request_duration.record_prepared(duration_s, key, metric_attrs, ex)
@@ -441,11 +454,17 @@ def record_generation(
             instruments.time_to_first_token.record_prepared(summary.ttft, key, metric_attrs, ex)
             if summary.tpot is not None:
                 instruments.time_per_output_token.record_prepared(summary.tpot, key, metric_attrs, ex)
-        if in_attrs is not None:
-            instruments.token_usage.record_prepared(input_tokens, frozenset(in_attrs.items()), in_attrs, ex)
-        if out_attrs is not None:
-            instruments.token_usage.record_prepared(output_tokens, frozenset(out_attrs.items()), out_attrs, ex)
+        if input_tokens is not None or output_tokens is not None:
+            in_key, in_attrs, out_key, out_attrs = instruments.usage_keys(key, metric_attrs)
+            if input_tokens is not None:
+                instruments.token_usage.record_prepared(input_tokens, in_key, in_attrs, ex)
+            if output_tokens is not None:
+                instruments.token_usage.record_prepared(output_tokens, out_key, out_attrs, ex)
     else:
+        in_attrs = {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_INPUT} if input_tokens is not None else None
+        out_attrs = (
+            {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_OUTPUT} if output_tokens is not None else None
+        )
         instruments.request_duration.record(duration_s, metric_attrs, context)
         if timed and ok:
             instruments.time_to_first_token.record(summary.ttft, metric_attrs, context)

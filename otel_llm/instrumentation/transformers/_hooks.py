@@ -47,20 +47,25 @@ def _tokens_in(value: Any) -> int:
 class TimingStreamer:
     """Timestamps each ``put`` (skipping the prompt) and forwards everything to ``inner`` when given."""
 
-    __slots__ = ("_failed", "_inner", "_prompt_pending", "timeline")
+    __slots__ = ("_append", "_failed", "_inner", "_prompt_pending", "timeline")
 
     def __init__(self, timeline: TokenTimeline, inner: Any = None) -> None:
         self.timeline = timeline
+        self._append = timeline.append
         self._inner = inner
         self._prompt_pending = True
         self._failed = False
 
     def put(self, value: Any) -> None:
+        # Hot path (once per token): the common (batch,) tensor costs one ndim read and one append.
         if self._prompt_pending:
             self._prompt_pending = False  # generate() first puts the prompt
         elif not self._failed:
             try:
-                _mark(self.timeline, _tokens_in(value))
+                if getattr(value, "ndim", 1) == 1:
+                    self._append(perf_counter_ns())
+                else:
+                    _mark(self.timeline, _tokens_in(value))
             except Exception as exc:  # ours: report, stop timing this call, keep generating
                 self._failed = True
                 report_error(_COMPONENT, exc)

@@ -42,11 +42,12 @@ def as_id_set(value: Any) -> frozenset[int]:
 
 def input_tokens_per_prompt(input_ids: Any, attention_mask: Any, pad_id: int | None, eos_ids: frozenset[int]) -> list[int]:
     if attention_mask is not None:
-        if attention_mask.numel() <= _SMALL:  # a tolist + Python sums beats a tensor reduction here
-            rows = attention_mask.tolist()
-            if rows and not isinstance(rows[0], list):
-                rows = [rows]
-            return [sum(1 for m in row if m) for row in rows]
+        shape = attention_mask.shape
+        if len(shape) == 2 and shape[0] * shape[1] <= _SMALL:  # one tolist + Python sums beats a tensor reduction
+            return [len(row) - row.count(0) for row in attention_mask.tolist()]
+        if len(shape) == 1 and shape[0] <= _SMALL:
+            row = attention_mask.tolist()
+            return [len(row) - row.count(0)]
         counts = attention_mask.sum(-1).tolist()
         return [int(c) for c in counts] if isinstance(counts, list) else [int(counts)]
     if input_ids is None:
@@ -63,8 +64,8 @@ def input_tokens_per_prompt(input_ids: Any, attention_mask: Any, pad_id: int | N
 def output_tokens_per_sequence(
     generated: Any, eos_ids: frozenset[int], pad_id: int | None, max_new_tokens: int | None
 ) -> tuple[list[int], list[str]]:
-    """``generated`` is the (rows, steps) tensor of new positions only."""
-    rows = generated.tolist()
+    """``generated``: the new positions only, a (rows, steps) tensor or the same as nested lists."""
+    rows = generated if isinstance(generated, list) else generated.tolist()
     counts: list[int] = []
     reasons: list[str] = []
     strip_pad = pad_id is not None and pad_id not in eos_ids

@@ -25,13 +25,13 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_llm import semconv as sc
 from otel_llm._content import input_messages_json, output_messages_json
+from otel_llm._gpu import current_gpu_uuids as gpu_uuids
 from otel_llm._selftelemetry import report_error
 from otel_llm.instrumentation._genai import (
     GenAIInstruments,
     TokenTimeline,
     metric_attributes,
     record_generation,
-    stamp_gpu_uuids,
 )
 from otel_llm.instrumentation.transformers._hooks import TimingLogitsProcessor, TimingStreamer
 from otel_llm.instrumentation.transformers._usage import (
@@ -82,7 +82,7 @@ class _Call:
     """State of one instrumented ``generate()`` call."""
 
     __slots__ = (
-        "args", "hook", "input_ids", "kwargs", "model", "params", "request_model",
+        "args", "ctx", "enc_dec", "hook", "input_ids", "kwargs", "max_new", "model", "params", "request_model",
         "span", "start_ns", "streaming", "timeline", "token",
     )
 
@@ -94,6 +94,8 @@ class _Call:
         self.params = _Params(kwargs, arg_config, getattr(model, "generation_config", None))
         self.input_ids = args[_POS_INPUTS] if args else kwargs.get("inputs", kwargs.get("input_ids"))
         self.request_model = model_name(model)
+        self.enc_dec = bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
+        self.ctx: Any = None
         self.timeline = TokenTimeline()
         self.start_ns = self.timeline.start_ns
         self.token: Any = None
@@ -103,7 +105,7 @@ class _Call:
             sc.GEN_AI_PROVIDER_NAME: sc.PROVIDER_TRANSFORMERS,
             sc.GEN_AI_REQUEST_MODEL: self.request_model,
         }
-        max_new = self.max_new_tokens()
+        max_new = self.max_new = self.max_new_tokens()
         if max_new is not None:
             attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] = max_new
         if self.params.get("do_sample"):
@@ -141,11 +143,13 @@ class _Call:
             else:
                 kwargs["logits_processor"] = merged
         self.args = args
+        gpus = gpu_uuids()
+        if gpus:
+            attrs[sc.OTEL_LLM_GPU_UUIDS] = list(gpus)
 
         self.span = owner.tracer.start_span(
             f"{sc.OPERATION_TEXT_COMPLETION} {self.request_model}", kind=SpanKind.INTERNAL, attributes=attrs
         )
-        stamp_gpu_uuids(self.span)
 
     def _custom_path(self) -> bool:
         return self.kwargs.get("custom_generate") is not None or self.kwargs.get("cache_implementation") == "paged"
@@ -168,7 +172,7 @@ class _Call:
         return max_length
 
     def _encoder_decoder(self) -> bool:
-        return bool(getattr(getattr(self.model, "config", None), "is_encoder_decoder", False))
+        return self.enc_dec
 
     # -- end of call -----------------------------------------------------------
     def finish(self, owner: GenerateWrapper, result: Any, error: BaseException | None) -> None:
@@ -197,7 +201,8 @@ class _Call:
         try:
             record_generation(
                 span, owner.instruments, attrs, duration_s=(end_ns - self.start_ns) / 1e9, summary=summary,
-                input_tokens=input_total, output_tokens=output_total, context=trace.set_span_in_context(span),
+                input_tokens=input_total, output_tokens=output_total,
+                context=self.ctx if self.ctx is not None else trace.set_span_in_context(span),
                 span_attributes=span_attrs,
             )
         except Exception as exc:
@@ -227,9 +232,9 @@ class _Call:
             offset = int(ids.shape[-1])
         else:
             offset = 0  # inputs_embeds only: generate() returns new tokens only
-        generated = sequences[:, offset:]
-        steps = int(generated.shape[-1])
-        per_seq, reasons = output_tokens_per_sequence(generated, eos, pad, self.max_new_tokens())
+        generated = [row[offset:] for row in sequences.tolist()]  # one tolist, no tensor ops
+        steps = max(int(sequences.shape[-1]) - offset, 0)
+        per_seq, reasons = output_tokens_per_sequence(generated, eos, pad, self.max_new)
         batch = len(per_prompt)
         span_attrs[sc.GEN_AI_RESPONSE_MODEL] = self.request_model
         span_attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
@@ -237,16 +242,12 @@ class _Call:
         span_attrs[sc.OTEL_LLM_OUTPUT_TOKENS_PER_SEQUENCE] = per_seq
         span_attrs[sc.OTEL_LLM_BATCH_SIZE] = batch
         if batch:
-            owner.instruments.batch_size.record(
-                batch, {sc.GEN_AI_OPERATION_NAME: sc.OPERATION_TEXT_COMPLETION,
-                        sc.GEN_AI_PROVIDER_NAME: sc.PROVIDER_TRANSFORMERS,
-                        sc.GEN_AI_REQUEST_MODEL: self.request_model},
-            )
+            owner.instruments.batch_size.record(batch, owner.batch_attributes(self.request_model))
         if owner.capture_content:
             self._content(ids, mask, generated, per_seq, reasons)
         return sum(per_prompt), sum(per_seq), steps
 
-    def _content(self, ids: Any, mask: Any, generated: Any, per_seq: list[int], reasons: list[str]) -> None:
+    def _content(self, ids: Any, mask: Any, generated: list[list[int]], per_seq: list[int], reasons: list[str]) -> None:
         tokenizer = (
             self.kwargs.get("tokenizer")
             or getattr(getattr(self.hook, "_inner", None), "tokenizer", None)
@@ -262,7 +263,7 @@ class _Call:
             prompts.append(tokenizer.decode(row, skip_special_tokens=True))
         inp, cut_in = input_messages_json([("user", p) for p in prompts])
         texts = [tokenizer.decode(row[:n], skip_special_tokens=True)
-                 for row, n in zip(generated.tolist(), per_seq, strict=False)]
+                 for row, n in zip(generated, per_seq, strict=False)]
         out, cut_out = output_messages_json(texts, reasons)
         self.span.set_attributes({sc.GEN_AI_INPUT_MESSAGES: inp, sc.GEN_AI_OUTPUT_MESSAGES: out})
         if cut_in or cut_out:
@@ -279,6 +280,17 @@ class GenerateWrapper:
         self.instruments = instruments
         self.capture_content = capture_content
         self.stall_threshold_s = stall_threshold_s
+        self._batch_attrs: dict[str, dict[str, Any]] = {}
+
+    def batch_attributes(self, request_model: str) -> dict[str, Any]:
+        """The ``batch_size`` metric attributes of one model, built once (the same dict every call)."""
+        attrs = self._batch_attrs.get(request_model)
+        if attrs is None:
+            attrs = {sc.GEN_AI_OPERATION_NAME: sc.OPERATION_TEXT_COMPLETION,
+                     sc.GEN_AI_PROVIDER_NAME: sc.PROVIDER_TRANSFORMERS, sc.GEN_AI_REQUEST_MODEL: request_model}
+            if len(self._batch_attrs) < 256:  # bounded: one entry per model name
+                self._batch_attrs[request_model] = attrs
+        return attrs
 
     def __call__(self, wrapped: Any, instance: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
         if _IN_GENERATE.get() or not is_instrumentation_enabled():
@@ -289,7 +301,8 @@ class GenerateWrapper:
             report_error(_COMPONENT, exc)
             return wrapped(*args, **kwargs)
         busy = _IN_GENERATE.set(True)
-        ctx_token = otel_context.attach(trace.set_span_in_context(call.span))
+        call.ctx = trace.set_span_in_context(call.span)
+        ctx_token = otel_context.attach(call.ctx)
         try:
             result = wrapped(*call.args, **call.kwargs)
         except BaseException as exc:
