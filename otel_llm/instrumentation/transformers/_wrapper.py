@@ -242,7 +242,12 @@ class _Call:
         span_attrs[sc.OTEL_LLM_OUTPUT_TOKENS_PER_SEQUENCE] = per_seq
         span_attrs[sc.OTEL_LLM_BATCH_SIZE] = batch
         if batch:
-            owner.instruments.batch_size.record(batch, owner.batch_attributes(self.request_model))
+            attrs, key = owner.batch_attributes(self.request_model)
+            hist = owner.instruments.batch_size
+            if owner.instruments.preaggregated:  # cached key; no exemplar (a batch size points at no one request)
+                hist.record_prepared(batch, key, attrs, None)
+            else:
+                hist.record(batch, attrs)
         if owner.capture_content:
             self._content(ids, mask, generated, per_seq, reasons)
         return sum(per_prompt), sum(per_seq), steps
@@ -280,17 +285,18 @@ class GenerateWrapper:
         self.instruments = instruments
         self.capture_content = capture_content
         self.stall_threshold_s = stall_threshold_s
-        self._batch_attrs: dict[str, dict[str, Any]] = {}
+        self._batch_attrs: dict[str, tuple[dict[str, Any], frozenset]] = {}
 
-    def batch_attributes(self, request_model: str) -> dict[str, Any]:
-        """The ``batch_size`` metric attributes of one model, built once (the same dict every call)."""
-        attrs = self._batch_attrs.get(request_model)
-        if attrs is None:
+    def batch_attributes(self, request_model: str) -> tuple[dict[str, Any], frozenset]:
+        """The ``batch_size`` metric attributes of one model and their key, built once per model name."""
+        found = self._batch_attrs.get(request_model)
+        if found is None:
             attrs = {sc.GEN_AI_OPERATION_NAME: sc.OPERATION_TEXT_COMPLETION,
                      sc.GEN_AI_PROVIDER_NAME: sc.PROVIDER_TRANSFORMERS, sc.GEN_AI_REQUEST_MODEL: request_model}
+            found = (attrs, frozenset(attrs.items()))
             if len(self._batch_attrs) < 256:  # bounded: one entry per model name
-                self._batch_attrs[request_model] = attrs
-        return attrs
+                self._batch_attrs[request_model] = found
+        return found
 
     def __call__(self, wrapped: Any, instance: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
         if _IN_GENERATE.get() or not is_instrumentation_enabled():
