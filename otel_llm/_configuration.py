@@ -16,7 +16,17 @@ Setting (argument / variable)                    Default                 Meaning
 ``prometheus_port`` / OTEL_LLM_PROMETHEUS_PORT   ``9464``                port (0 = any free port)
 ``metric_export_interval_ms`` / OTEL_METRIC_EXPORT_INTERVAL  ``60000``   push interval (otlp, console)
 ``instrument`` / OTEL_LLM_INSTRUMENTATIONS       ``all``                 ``all``, ``none`` or names
+``gpu_source`` / OTEL_LLM_GPU_SOURCE             ``auto``                GPU metrics source; ``none`` = off
+``vllm_metrics_url`` / OTEL_LLM_VLLM_METRICS_URL  unset (off)            vLLM ``/metrics`` to bridge
 ===============================================  ======================  ====================================
+
+GPU metrics (``hw.gpu.*``, :func:`otel_llm.collectors.start_gpu_metrics`)
+start on the configured meter provider unless the source resolves to none
+(``none``, or ``auto`` finding no DCGM / dcgm-exporter / NVML: one log line,
+nothing started). A :class:`~otel_llm.instrumentation.vllm.VLLMMetricsBridge`
+starts when a vLLM metrics URL is given (``vllm_metrics_url=""`` keeps it off
+whatever the variable says: a caller that runs its own bridge). ``shutdown()``
+stops both.
 
 The OTLP exporters read their own variables (``OTEL_EXPORTER_OTLP_ENDPOINT``,
 ``..._HEADERS``, ``..._TIMEOUT``, ``..._COMPRESSION``, certificates, metrics
@@ -53,7 +63,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from otel_llm import __version__
 from otel_llm import environment_variables as ev
 from otel_llm._content import capture_content as _capture_content
-from otel_llm._env import env_int, env_list, env_str
+from otel_llm._env import env_choice, env_int, env_list, env_str
 from otel_llm._gpu import set_process_gpu_uuids
 from otel_llm._views import default_views
 from otel_llm.instrumentation._genai import stall_threshold_s
@@ -81,6 +91,8 @@ class Configured:
     meter_provider: MeterProvider
     instrumentors: dict[str, Any] = field(default_factory=dict)
     prometheus_address: tuple[str, int] | None = None
+    gpu_metrics: Any = None  # the started GpuMetrics, or None
+    vllm_bridge: Any = None  # the started VLLMMetricsBridge, or None
     _prometheus_server: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _closed: bool = False
@@ -103,6 +115,12 @@ class Configured:
                 instrumentor.uninstrument()
             except Exception:
                 _logger.exception("otel-llm: uninstrumenting %s failed", name)
+        for name, poller in (("GPU metrics", self.gpu_metrics), ("vLLM bridge", self.vllm_bridge)):
+            if poller is not None:
+                try:
+                    poller.shutdown()
+                except Exception:
+                    _logger.exception("otel-llm: stopping the %s failed", name)
         for what in (self.tracer_provider, self.meter_provider):
             try:
                 what.shutdown()
@@ -270,6 +288,8 @@ def configure(
     capture_content: bool | None = None,
     stall_threshold_ms: float | None = None,
     gpu_uuids: Sequence[str] | None = None,
+    gpu_source: str | None = None,
+    vllm_metrics_url: str | None = None,
     span_processors: Sequence[SpanProcessor] = (),
     metric_readers: Sequence[MetricReader] = (),
     views: Sequence[Any] | None = None,
@@ -296,6 +316,14 @@ def configure(
     stall_threshold_s(stall_threshold_ms)  # validates
     chosen, explicit = _chosen_instrumentations(instrument)
     res = _resource(service_name, resource_attributes, resource)
+    from otel_llm.collectors._auto import SOURCES
+
+    gpu = env_choice(ev.OTEL_LLM_GPU_SOURCE, gpu_source, "auto", SOURCES)
+    vllm_url = env_str(ev.OTEL_LLM_VLLM_METRICS_URL, vllm_metrics_url) or None  # "" = off despite the variable
+    if vllm_url is not None:
+        from otel_llm.instrumentation.vllm import VLLMMetricsBridge
+
+        VLLMMetricsBridge(vllm_url)  # validates the URL and scrape interval (no I/O, nothing started)
 
     # -- build -----------------------------------------------------------
     tracer_provider = TracerProvider(resource=res)
@@ -346,6 +374,12 @@ def configure(
                 "stall_threshold_ms": stall_threshold_ms,
             },
         )
+        if gpu != "none":
+            from otel_llm.collectors import start_gpu_metrics
+
+            handle.gpu_metrics = start_gpu_metrics(gpu, meter_provider=meter_provider)
+        if vllm_url is not None:
+            handle.vllm_bridge = VLLMMetricsBridge(vllm_url, meter_provider=meter_provider).start()
     except Exception:
         handle.shutdown()
         raise

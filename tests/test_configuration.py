@@ -20,6 +20,7 @@ OTEL_VARS = (
     "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_LLM_PROMETHEUS_PORT", "OTEL_LLM_PROMETHEUS_HOST", "OTEL_LLM_INSTRUMENTATIONS",
     "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
     "OTEL_LLM_STALL_THRESHOLD_MS", "OTEL_METRIC_EXPORT_INTERVAL", "OTEL_LLM_TORCH_MODULES",
+    "OTEL_LLM_GPU_SOURCE", "OTEL_LLM_VLLM_METRICS_URL", "OTEL_LLM_VLLM_SCRAPE_INTERVAL",
 )
 
 
@@ -208,3 +209,82 @@ def test_gpu_uuids_and_views(configured):
         assert current_gpu_uuids() == ("GPU-1234",)
     finally:
         set_process_gpu_uuids(None)
+
+
+def _metric_names(reader) -> dict[str, str]:
+    data = reader.get_metrics_data()
+    if data is None:
+        return {}
+    return {m.name: sm.scope.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+
+
+def _wait_for(predicate, timeout_s: float = 3.0):
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
+
+
+def test_gpu_metrics_start_with_configure_and_stop_with_shutdown(configured):
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    h = configured(gpu_source="sim", metric_readers=[reader])
+    assert h.gpu_metrics is not None
+    assert _wait_for(lambda: sc.HW_GPU_UTILIZATION in _metric_names(reader))  # on the configured provider
+    thread = h.gpu_metrics._thread
+    h.shutdown()
+    assert thread is None or not thread.is_alive()
+
+
+def test_gpu_source_none_or_nothing_found_starts_nothing(configured, monkeypatch):
+    assert configured(gpu_source="none").gpu_metrics is None
+    monkeypatch.setenv("OTEL_LLM_GPU_SOURCE", "none")
+    assert configured().gpu_metrics is None
+    with pytest.raises(ValueError, match="OTEL_LLM_GPU_SOURCE"):
+        configured(gpu_source="tpu")
+
+
+def test_vllm_bridge_starts_from_env_and_stops_with_shutdown(configured, monkeypatch):
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    body = (
+        b"# HELP vllm:num_preemptions_total Cumulative number of preemption from the engine.\n"
+        b"# TYPE vllm:num_preemptions_total counter\n"
+        b'vllm:num_preemptions_total{model_name="m"} 3.0\n'
+    )
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert configured().vllm_bridge is None  # off unless a URL is given
+        monkeypatch.setenv("OTEL_LLM_VLLM_METRICS_URL", f"http://127.0.0.1:{server.server_port}/metrics")
+        reader = InMemoryMetricReader()
+        h = configured(gpu_source="none", metric_readers=[reader])
+        assert h.vllm_bridge is not None
+        assert _wait_for(lambda: h.vllm_bridge.scrapes >= 1)
+        names = _metric_names(reader)
+        assert "otel_llm.vllm" in names.values(), names  # bridged series reach the configured provider
+        h.shutdown()
+        assert h.vllm_bridge._thread is None
+        assert configured(gpu_source="none", vllm_metrics_url="").vllm_bridge is None  # "" = off despite the env
+        with pytest.raises(ValueError, match="not an http"):
+            configured(vllm_metrics_url="localhost:8000")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -136,7 +136,7 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         import otel_llm
 
         try:
-            handle = otel_llm.configure(instrument=False)
+            handle = otel_llm.configure(instrument=False, vllm_metrics_url="")  # this command runs the bridge
             bridge = VLLMMetricsBridge(url, interval)
         except ValueError as exc:
             console.print(f"[red]configuration error:[/red] {exc}")
