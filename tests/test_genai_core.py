@@ -231,3 +231,19 @@ def test_pre_aggregated_record_matches_sdk_and_keeps_exemplars(telemetry, monkey
     assert a.exemplars and {e.trace_id for e in a.exemplars} == {span.get_span_context().trace_id}
     monkeypatch.setenv("OTEL_LLM_PREAGGREGATE", "false")
     assert not GenAIInstruments(telemetry.meter_provider.get_meter("env"), meter_provider=telemetry.meter_provider).preaggregated
+
+
+def test_exemplar_decision_follows_the_trace_based_filter(telemetry):
+    """One decision per request: the sampled span's ids, nothing for an unsampled or absent span."""
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    inst = GenAIInstruments(telemetry.meter_provider.get_meter("ex"), meter_provider=telemetry.meter_provider)
+    assert inst.preaggregated
+    with telemetry.tracer_provider.get_tracer("t").start_as_current_span("req") as span:
+        ctx = span.get_span_context()
+        assert inst.exemplar_ids(trace.set_span_in_context(span)) == (ctx.span_id, ctx.trace_id)
+        assert inst.exemplar_ids(None) == (ctx.span_id, ctx.trace_id)  # None = the current context
+    unsampled = NonRecordingSpan(SpanContext(0xABC, 0xDEF, is_remote=False, trace_flags=TraceFlags(0)))
+    assert inst.exemplar_ids(trace.set_span_in_context(unsampled)) is None
+    assert inst.exemplar_ids(None) is None  # no span at all

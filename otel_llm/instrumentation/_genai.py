@@ -118,6 +118,7 @@ class GenAIInstruments:
         self._usage_keys: dict[frozenset, tuple[frozenset, dict[str, Any], frozenset, dict[str, Any]]] = {}
         self.preaggregated = False
         self._exemplar_filter: Any = None
+        self._trace_based = False
         if meter_provider is not None and env_bool(ev.OTEL_LLM_PREAGGREGATE, preaggregate, True):
             self.preaggregated = self._attach(meter, meter_provider)
         if not self.preaggregated:
@@ -140,7 +141,7 @@ class GenAIInstruments:
 
     def _attach(self, meter: Meter, meter_provider: Any) -> bool:
         try:
-            from opentelemetry.sdk.metrics import MeterProvider
+            from opentelemetry.sdk.metrics import MeterProvider, TraceBasedExemplarFilter
             from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
             if not isinstance(meter_provider, MeterProvider):
@@ -151,6 +152,7 @@ class GenAIInstruments:
             scope = getattr(meter, "_instrumentation_scope", None) or InstrumentationScope("otel_llm")
             exemplar_filter = getattr(getattr(meter_provider, "_sdk_config", None), "exemplar_filter", None)
             self._exemplar_filter = exemplar_filter
+            self._trace_based = type(exemplar_filter) is TraceBasedExemplarFilter
             producer = HistogramProducer(scope)
             for attr, name, unit, description in _HISTOGRAMS:
                 hist = PreAggregatedHistogram(
@@ -168,7 +170,12 @@ class GenAIInstruments:
     def exemplar_ids(self, context: Context | None) -> tuple[int, int] | None:
         """``(span_id, trace_id)`` when the provider's exemplar filter samples ``context`` (decided once per request)."""
         flt = self._exemplar_filter
-        if flt is None or not flt.should_sample(0.0, 0, None, context):
+        if flt is None:
+            return None
+        if self._trace_based:  # the default filter: decided by the span's sampled flag, one lookup
+            ctx = get_current_span(context).get_span_context()
+            return (ctx.span_id, ctx.trace_id) if ctx.is_valid and ctx.trace_flags.sampled else None
+        if not flt.should_sample(0.0, 0, None, context):
             return None
         ctx = get_current_span(context).get_span_context()
         return (ctx.span_id, ctx.trace_id) if ctx.is_valid else None
