@@ -133,7 +133,7 @@ def test_one_outlier_does_not_page_but_a_burst_does():
 
 
 def test_gpu_state_lookup_adds_gpu_features_and_a_throttled_gpu_is_named():
-    from collectors._model import GpuSample
+    from otel_llm.collectors._model import GpuSample
 
     calls = []
 
