@@ -244,30 +244,21 @@ class BandForecaster:
         arr = np.asarray(y, dtype=float).ravel()
         z = to_model_space(arr, self.scale_)
         self.y_ = z[-self.robust_window:].copy()
-        if self.model_ is not None:
-            try:
-                res = self.model_.forward(y=z, h=h, level=_sf_levels(self.level))
-                out = _from_model_space_dict(res, self.scale_, self.level)
-                if all(np.all(np.isfinite(v)) for v in out.values()):
-                    return out
-                raise FloatingPointError("forecast band is not finite")
-            except Exception as exc:
-                if not self.fallback:
-                    raise
-                self.fallback_ = type(exc).__qualname__
-                self.error_ = exc
-                self.model_ = None
-        return _from_model_space_dict(robust_band(self.y_, h, self.level, self.robust_window), self.scale_, self.level)
+        return self._band(h, lambda: self.model_.forward(y=z, h=h, level=_sf_levels(self.level)))
 
     def predict(self, h: int) -> dict[str, np.ndarray]:
         if not hasattr(self, "n_obs_"):
             raise RuntimeError("call fit() before predict()")
         if h < 1:
             raise ValueError(f"h must be >= 1, got {h}")
+        return self._band(h, lambda: self.model_.predict(h=h, level=_sf_levels(self.level)))
+
+    def _band(self, h: int, model_call) -> dict[str, np.ndarray]:
+        """The model's band from ``model_call()`` when it is finite; otherwise (with ``fallback``)
+        drop the model, remember why, and return the robust rolling-quantile band."""
         if self.model_ is not None:
             try:
-                res = self.model_.predict(h=h, level=_sf_levels(self.level))
-                out = _from_model_space_dict(res, self.scale_, self.level)
+                out = _from_model_space_dict(model_call(), self.scale_, self.level)
                 if all(np.all(np.isfinite(v)) for v in out.values()):
                     return out
                 raise FloatingPointError("forecast band is not finite")
