@@ -54,6 +54,18 @@ class _Series:
         self.min = float("inf")
         self.max = float("-inf")
 
+    def add(self, idx: int, amount: float, exemplar: tuple[float, int, int, int] | None) -> None:
+        """Count ``amount`` in bucket ``idx`` (caller holds the histogram's lock)."""
+        self.counts[idx] += 1
+        self.n += 1
+        self.sum += amount
+        if amount < self.min:
+            self.min = amount
+        if amount > self.max:
+            self.max = amount
+        if exemplar is not None:
+            self.exemplars[idx] = exemplar
+
 
 class PreAggregatedHistogram:
     """A cumulative explicit-bucket histogram with the SDK ``Histogram.record`` signature."""
@@ -103,15 +115,7 @@ class PreAggregatedHistogram:
         with self._lock:
             series = self._get(attributes)
             if series is not None:
-                series.counts[idx] += 1
-                series.n += 1
-                series.sum += amount
-                if amount < series.min:
-                    series.min = amount
-                if amount > series.max:
-                    series.max = amount
-                if exemplar is not None:
-                    series.exemplars[idx] = exemplar
+                series.add(idx, amount, exemplar)
         if series is None:
             report_dropped(self.name, "series_limit")
 
@@ -131,15 +135,7 @@ class PreAggregatedHistogram:
                 if series is None:
                     report_dropped(self.name, "series_limit")
                     return
-            series.counts[idx] += 1
-            series.n += 1
-            series.sum += amount
-            if amount < series.min:
-                series.min = amount
-            if amount > series.max:
-                series.max = amount
-            if exemplar is not None:
-                series.exemplars[idx] = (amount, time_ns(), exemplar[0], exemplar[1])
+            series.add(idx, amount, None if exemplar is None else (amount, time_ns(), exemplar[0], exemplar[1]))
 
     def add_sorted(self, ordered: Sequence[float], attributes: Mapping[str, Any] | None = None) -> None:
         """Count every value of ``ordered`` (ascending, finite) at once: one bisect per bucket bound."""
