@@ -24,6 +24,19 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 
+def points_by_name(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
+    """Collect ``reader`` once: metric name -> its data points, across resources and scopes."""
+    out: dict[str, list[Any]] = {}
+    data = reader.get_metrics_data()
+    if data is None:
+        return out
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                out.setdefault(metric.name, []).extend(metric.data.data_points)
+    return out
+
+
 class Telemetry:
     """A tracer provider and a meter provider that keep everything in memory."""
 
@@ -45,15 +58,7 @@ class Telemetry:
 
     def metrics(self) -> dict[str, list[Any]]:
         """Metric name -> list of data points (all scopes)."""
-        out: dict[str, list[Any]] = {}
-        data = self.metric_reader.get_metrics_data()
-        if data is None:
-            return out
-        for rm in data.resource_metrics:
-            for sm in rm.scope_metrics:
-                for metric in sm.metrics:
-                    out.setdefault(metric.name, []).extend(metric.data.data_points)
-        return out
+        return points_by_name(self.metric_reader)
 
     def points(self, name: str) -> list[Any]:
         return self.metrics().get(name, [])

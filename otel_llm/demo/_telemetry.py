@@ -109,15 +109,9 @@ class ServiceTelemetry:
 
     def metrics(self) -> dict[str, list[Any]]:
         """Metric name -> data points collected so far (cumulative)."""
-        out: dict[str, list[Any]] = {}
-        data = self.metric_reader.get_metrics_data()
-        if data is None:
-            return out
-        for rm in data.resource_metrics:
-            for sm in rm.scope_metrics:
-                for metric in sm.metrics:
-                    out.setdefault(metric.name, []).extend(metric.data.data_points)
-        return out
+        from otel_llm.testing import points_by_name
+
+        return points_by_name(self.metric_reader)
 
     def shutdown(self) -> None:
         for provider in (self.tracer_provider, self.meter_provider):
