@@ -19,8 +19,15 @@ Models (``VALID_MODELS``):
 * ``mstl`` -- statsforecast ``MSTL`` with an ``AutoETS`` trend, for a known
   season (needs ``season_length``);
 * ``robust`` -- the rolling-quantile band: median and empirical quantiles of the
-  last ``robust_window`` points. It is also the **fallback** whenever a
-  statsforecast model fails to fit (``BandForecaster.fallback_`` names why).
+  last ``robust_window`` points. With a ``season_length`` P and at least
+  ``SEASONS`` seasons of history it becomes *seasonal-robust* whenever the
+  season explains the series: the centre is the median of the same phase
+  (+-``SEASON_OFFSETS`` points) in the last ``SEASONS`` seasons, the band the
+  quantiles of the residuals from it; the season is used only when the typical
+  residual is under ``SEASON_GATE`` times the typical deviation from the flat
+  median (``seasonal_gate``), so a series without a real season keeps the flat
+  band. It is also the **fallback** whenever a statsforecast model fails to
+  fit (``BandForecaster.fallback_`` names why).
 
 ``log_scale=True`` models ``log1p(y / c)`` (``c`` = 10% of the median positive
 value) and maps the band back, which suits heavy-tailed, positive series
@@ -39,6 +46,12 @@ import numpy as np
 VALID_MODELS = ("auto_ets", "mstl", "robust")
 DEFAULT_LEVELS: tuple[float, ...] = (80.0, 95.0)
 _ROBUST_WINDOW = 256
+SEASONS = 3
+"""Past seasons the seasonal-robust centre looks back over."""
+SEASON_OFFSETS = 2
+"""Points either side of the same phase that also enter the seasonal median (absorbs jitter)."""
+SEASON_GATE = 0.6
+"""Use the season only when median |seasonal residual| < this x median |deviation from the flat median|."""
 
 
 def check_levels(level: Iterable[float] | None) -> tuple[float, ...]:
@@ -133,17 +146,65 @@ def _sf_model(model: str, season_length: int | None, n: int, h: int, conformal: 
     return AutoETS(season_length=m, **kwargs)
 
 
-def robust_band(y: np.ndarray, h: int, levels: Sequence[float], window: int = _ROBUST_WINDOW) -> dict[str, np.ndarray]:
-    """Median and empirical quantiles of the last ``window`` points, flat over ``h``."""
-    w = np.asarray(y[-window:], dtype=float)
-    if w.size == 0:
+def seasonal_history_needed(season_length: int, window: int = _ROBUST_WINDOW) -> int:
+    """Points of history the seasonal-robust band needs before it can be used."""
+    return SEASONS * season_length + SEASON_OFFSETS + max(window, season_length)
+
+
+def _seasonal_centre(y: np.ndarray, idx: np.ndarray, p: int) -> np.ndarray:
+    """Median of ``y`` at the same phase (+-SEASON_OFFSETS) in the last SEASONS seasons before each ``idx``."""
+    lags = np.array([j * p + o for j in range(1, SEASONS + 1) for o in range(-SEASON_OFFSETS, SEASON_OFFSETS + 1)])
+    src = idx[:, None] - lags[None, :]
+    src = np.clip(src, 0, y.size - 1)  # future indexes (idx beyond the data) only occur for o < 0 and h > p
+    return np.median(y[src], axis=1)
+
+
+def seasonal_gate(y: np.ndarray, season_length: int | None, window: int = _ROBUST_WINDOW) -> np.ndarray | None:
+    """Residuals of the last points from the seasonal centre, or None when the season does not help.
+
+    None when there is no season, too little history, or the season does not
+    explain the series (median |residual| >= SEASON_GATE x median |y - median(y)|
+    over the same points).
+    """
+    p = season_length or 0
+    if p < 2 or y.size < seasonal_history_needed(p, window):
+        return None
+    m = max(window, p)
+    idx = np.arange(y.size - m, y.size)
+    r = y[idx] - _seasonal_centre(y, idx, p)
+    w = y[idx]
+    flat = float(np.median(np.abs(w - np.median(w))))
+    if not float(np.median(np.abs(r - np.median(r)))) < SEASON_GATE * flat:
+        return None
+    return r
+
+
+def robust_band(
+    y: np.ndarray, h: int, levels: Sequence[float], window: int = _ROBUST_WINDOW, season_length: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Median and empirical quantiles of the last ``window`` points, flat over ``h``; seasonal-robust
+    (centre = same phase of past seasons, band = residual quantiles) when :func:`seasonal_gate` says so."""
+    return _robust(y, h, levels, window, season_length)[0]
+
+
+def _robust(y, h, levels, window, season_length) -> tuple[dict[str, np.ndarray], float]:
+    """:func:`robust_band` plus the robust sigma (1.4826 x MAD) of the points the band is made of."""
+    y = np.asarray(y, dtype=float)
+    if y.size == 0:
         raise ValueError("robust band needs at least one point")
-    out = {"mean": np.full(h, float(np.median(w)))}
+    r = seasonal_gate(y, season_length, window) if season_length else None
+    if r is not None:
+        base = _seasonal_centre(y, np.arange(y.size, y.size + h), int(season_length))
+        w, shift = r, base
+    else:
+        w, shift = y[-window:], np.zeros(h)
+    med = float(np.median(w))
+    out = {"mean": shift + med}
     for lv in levels:
         lo, hi = np.quantile(w, [(100.0 - lv) / 200.0, (100.0 + lv) / 200.0])
-        out[level_key("lo", lv)] = np.full(h, float(lo))
-        out[level_key("hi", lv)] = np.full(h, float(hi))
-    return out
+        out[level_key("lo", lv)] = shift + float(lo)
+        out[level_key("hi", lv)] = shift + float(hi)
+    return out, 1.4826 * float(np.median(np.abs(w - med)))
 
 
 def _from_model_space_dict(res: dict, c: float | None, levels: Sequence[float]) -> dict[str, np.ndarray]:
@@ -178,7 +239,7 @@ def forecast(
         raise ValueError(f"h must be >= 1, got {h}")
     z, c = _prepare(y, log_scale)
     if model == "robust":
-        return _from_model_space_dict(robust_band(z, h, levels), c, levels)
+        return _from_model_space_dict(robust_band(z, h, levels, season_length=season_length), c, levels)
     sf = _sf_model(model, season_length, z.size, h, conformal)
     res = sf.forecast(y=z, h=h, level=_sf_levels(levels))
     return _from_model_space_dict(res, c, levels)
@@ -219,7 +280,7 @@ class BandForecaster:
         self.fallback_: str | None = None
         self.error_: BaseException | None = None
         self.model_ = None
-        self.y_ = z[-self.robust_window:].copy()
+        self.y_ = self._keep(z)
         if self.model == "robust":
             return self
         try:
@@ -232,6 +293,12 @@ class BandForecaster:
             self.error_ = exc
         return self
 
+    def _keep(self, z: np.ndarray) -> np.ndarray:
+        """The tail of the history the robust band needs (whole seasons when a season is known)."""
+        p = self.season_length or 0
+        need = seasonal_history_needed(p, self.robust_window) if p >= 2 else self.robust_window
+        return z[-need:].copy()
+
     def update(self, y, h: int) -> dict[str, np.ndarray]:
         """Band for ``h`` steps after the newer history ``y``, keeping the fitted parameters.
 
@@ -243,7 +310,7 @@ class BandForecaster:
             raise RuntimeError("call fit() before update()")
         arr = np.asarray(y, dtype=float).ravel()
         z = to_model_space(arr, self.scale_)
-        self.y_ = z[-self.robust_window:].copy()
+        self.y_ = self._keep(z)
         return self._band(h, lambda: self.model_.forward(y=z, h=h, level=_sf_levels(self.level)))
 
     def predict(self, h: int) -> dict[str, np.ndarray]:
@@ -255,7 +322,11 @@ class BandForecaster:
 
     def _band(self, h: int, model_call) -> dict[str, np.ndarray]:
         """The model's band from ``model_call()`` when it is finite; otherwise (with ``fallback``)
-        drop the model, remember why, and return the robust rolling-quantile band."""
+        drop the model, remember why, and return the robust rolling-quantile band.
+
+        ``robust_sigma_`` is the model-space robust sigma (1.4826 x MAD) of the points a robust band
+        was made of, None when the band came from a statsforecast model."""
+        self.robust_sigma_: float | None = None
         if self.model_ is not None:
             try:
                 out = _from_model_space_dict(model_call(), self.scale_, self.level)
@@ -268,7 +339,8 @@ class BandForecaster:
                 self.fallback_ = type(exc).__qualname__
                 self.error_ = exc
                 self.model_ = None
-        return _from_model_space_dict(robust_band(self.y_, h, self.level, self.robust_window), self.scale_, self.level)
+        band, self.robust_sigma_ = _robust(self.y_, h, self.level, self.robust_window, self.season_length)
+        return _from_model_space_dict(band, self.scale_, self.level)
 
 
 def forecast_cross(mean: np.ndarray, limit: float) -> int | None:
@@ -292,4 +364,6 @@ __all__ = [
     "level_key",
     "normal_quantile",
     "robust_band",
+    "seasonal_gate",
+    "seasonal_history_needed",
 ]

@@ -68,6 +68,9 @@ class ThresholdConfig:
     alarm_level: float | None = None
     """Band whose width defines one sigma for the z-score (default: the highest level)."""
     season_length: int | None = None
+    daily_season: bool = True
+    """Model ``robust`` without a ``season_length``: assume one day of points (from the sampling
+    interval) as the season, used only where it explains the series and the history holds three days."""
     conformal: bool = False
     log_scale: str = "auto"
     history: int = 512
@@ -460,7 +463,7 @@ class ThresholdProcessor:
             if bf is None or n_at - s.full_fit_n >= cfg.refit_every:
                 failed_before = None
                 bf = BandForecaster(
-                    cfg.model, level=cfg.levels, season_length=cfg.season_length, log_scale=s.log,
+                    cfg.model, level=cfg.levels, season_length=self._season(s), log_scale=s.log,
                     conformal=cfg.conformal, robust_window=cfg.robust_window,
                 ).fit(arr, h=h)
                 res = bf.predict(h)
@@ -480,11 +483,18 @@ class ThresholdProcessor:
             lo, hi = res[level_key("lo", lv)], res[level_key("hi", lv)]
             tmean = to_model_space(mean, c)
             tlo, thi = to_model_space(lo, c), to_model_space(hi, c)
-            ty = to_model_space(arr[-256:], c)
-            mad = float(np.median(np.abs(ty - np.median(ty)))) * 1.4826
-            floor = np.maximum(np.maximum(0.1 * mad, 1e-3 * np.abs(tmean)), 1e-9)
-            sup = np.maximum((thi - tmean) / self._zq, floor)
-            sdn = np.maximum((tmean - tlo) / self._zq, floor)
+            if bf.robust_sigma_ is not None:
+                # Rolling-quantile band (model or fallback): one symmetric sigma, the larger of the
+                # band's half-width and the robust MAD sigma. One-sided widths of a skewed window
+                # would hide exactly the upward spikes that matter (the upper tail is the tail).
+                sig = np.maximum(np.maximum((thi - tlo) / (2.0 * self._zq), bf.robust_sigma_), 1e-3 * np.abs(tmean))
+                sup = sdn = np.maximum(sig, 1e-9)
+            else:
+                ty = to_model_space(arr[-256:], c)
+                mad = float(np.median(np.abs(ty - np.median(ty)))) * 1.4826
+                floor = np.maximum(np.maximum(0.1 * mad, 1e-3 * np.abs(tmean)), 1e-9)
+                sup = np.maximum((thi - tmean) / self._zq, floor)
+                sdn = np.maximum((tmean - tlo) / self._zq, floor)
             s.band = _Band(
                 n_at, h, c, tmean.tolist(), sup.tolist(), sdn.tolist(), mean.tolist(), lo.tolist(), hi.tolist(),
                 bf.fallback_,
@@ -502,6 +512,14 @@ class ThresholdProcessor:
             return _EMPTY
         finally:
             s.pending = False
+
+    def _season(self, s: SeriesState) -> int | None:
+        """The season length to model: configured, or one day of points for ``robust`` (``daily_season``)."""
+        cfg = self.config
+        if cfg.season_length or not (cfg.daily_season and cfg.model == "robust" and s.dt > 0.0):
+            return cfg.season_length
+        p = round(86400.0 / s.dt)
+        return p if 4 <= p <= cfg.history else None
 
     def _predict_breach(self, s: SeriesState, arr, t: float) -> list[Detection]:
         """Time-to-breach: a trend forecast of a saturating series crossing its limit."""

@@ -306,3 +306,70 @@ def test_hold_during_alarm_keeps_the_band_from_learning_the_fault(hold):
         assert closed == []  # still reported at the end of the fault
     else:
         assert closed and closed[0].end < 100  # the band learned the new level
+
+
+# ------------------------------------------------------- seasonal-robust band
+_DAY = 288  # 5-minute points
+
+
+def _daily(days=6, seed=0, noise=2.0):
+    rng = np.random.default_rng(seed)
+    phase = (np.arange(days * _DAY) % _DAY) / _DAY
+    return np.where((phase > 0.3) & (phase < 0.7), 80.0, 20.0) + rng.normal(0, noise, days * _DAY)
+
+
+def test_robust_band_follows_the_season_where_it_explains_the_series():
+    y = _daily(days=5)[: 4 * _DAY + 50]  # the next points lie in the low phase (the last 256 hold both)
+    flat = _forecast.robust_band(y, 4, [95])
+    seasonal = _forecast.robust_band(y, 4, [95], season_length=_DAY)
+    # the flat band spans both levels; the seasonal one is centred on the phase that comes next
+    assert flat["lo-95"][0] < 25 and flat["hi-95"][0] > 75
+    assert abs(seasonal["mean"][0] - 20.0) < 2.0
+    assert seasonal["hi-95"][0] - seasonal["lo-95"][0] < 15.0
+    assert _forecast.seasonal_gate(y, _DAY) is not None
+    # white noise has no season to use: the gate keeps the flat band
+    noise = np.random.default_rng(1).normal(50, 5, y.size)
+    assert _forecast.seasonal_gate(noise, _DAY) is None
+    np.testing.assert_allclose(
+        _forecast.robust_band(noise, 4, [95], season_length=_DAY)["hi-95"], _forecast.robust_band(noise, 4, [95])["hi-95"],
+    )
+    # too little history for three seasons: flat band
+    assert _forecast.seasonal_gate(y[: 3 * _DAY], _DAY) is None
+
+
+@pytest.mark.parametrize("daily_season", [True, False])
+def test_a_day_that_loses_its_pattern_alarms_only_with_the_daily_season(daily_season):
+    y = _daily(days=6, seed=3)
+    a = 5 * _DAY + int(0.35 * _DAY)
+    y[a : a + 80] = 50.0 + np.random.default_rng(4).normal(0, 2.0, 80)  # the high phase goes flat mid-level
+    proc = _proc(model="robust", log_scale="off", history=2048, daily_season=daily_season, policy=AlarmPolicy(threshold=4.0))
+    opened = []
+    for i, v in enumerate(y):
+        for d in proc.observe("rps", {}, 300.0 * i, float(v)):
+            if d.end is None:
+                opened.append(i)
+    in_fault = [i for i in opened if a <= i < a + 80]
+    if daily_season:
+        assert in_fault, "the flattened day must alarm with the daily season"
+        assert in_fault[0] - a < 10  # promptly
+        # and the regular days after warm-up stay quiet (seasonal band, not the flat one)
+        assert len([i for i in opened if 4 * _DAY + 10 <= i < a]) <= 2
+    else:
+        assert not in_fault  # inside the flat band's range: invisible without the season
+
+
+def test_robust_sigma_is_symmetric_so_spikes_on_skewed_counts_alarm():
+    # crash counts: mostly 0-2 with a long upper tail; the upper one-sided band width is the tail itself
+    rng = np.random.default_rng(5)
+    y = rng.poisson(1.0, 400).astype(float)
+    y[rng.choice(400, 12, replace=False)] = rng.uniform(6, 9, 12)
+    proc = _proc(model="robust", log_scale="off", policy=AlarmPolicy(threshold=4.0))
+    for i, v in enumerate(y):
+        proc.observe("crashes", {}, float(i), float(v))
+    st = proc.states()[0]
+    b = st.band
+    assert b.sup[0] == b.sdn[0]  # one symmetric sigma
+    half = (b.hi[0] - b.lo[0]) / 2 / _forecast.normal_quantile(95.0)
+    assert b.sup[0] == pytest.approx(max(half, 1.4826 * np.median(np.abs(y[-256:] - np.median(y[-256:])))), rel=0.05)
+    dets = proc.observe("crashes", {}, 400.0, 15.0)  # 15 crashes: far beyond 4 sigmas of the whole band
+    assert [d for d in dets if d.end is None]

@@ -34,10 +34,12 @@ def default_threshold_config():
     from otel_llm.processors._alarm import AlarmPolicy
     from otel_llm.processors._thresholds import ThresholdConfig
 
-    # Rolling-quantile band, linear scale, alarm at 4.5 band-sigmas: the best of the
-    # configurations tried on the tuning half of the dev set (AutoETS bands were
-    # 15-20 NAB points lower there); see docs/processors.md for both halves.
-    return ThresholdConfig(refit="inline", model="robust", log_scale="off", policy=AlarmPolicy(threshold=4.5))
+    # Rolling-quantile band with a symmetric robust sigma, the daily season where it explains
+    # the series (history long enough for three days of per-minute points), linear scale,
+    # alarm at 4 band-sigmas; see docs/processors.md for how it was chosen and both halves.
+    return ThresholdConfig(
+        refit="inline", model="robust", log_scale="off", history=8192, policy=AlarmPolicy(threshold=4.0),
+    )
 
 
 def run_threshold(series: NabSeries, config=None, alarm_mode: str = "onset") -> tuple[list[float], list[int]]:
