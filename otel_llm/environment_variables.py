@@ -83,6 +83,9 @@ OTEL_LLM_TORCH_MODULES: Final = "OTEL_LLM_TORCH_MODULES"
 OTEL_LLM_PREAGGREGATE: Final = "OTEL_LLM_PREAGGREGATE"
 """Pre-aggregate GenAI histograms in otel-llm (default true: ~1-2 us per value, always cumulative, Views do not
 apply to them); false records through SDK histogram instruments."""
+OTEL_LLM_DEFER_FINISH: Final = "OTEL_LLM_DEFER_FINISH"
+"""Finish each transformers generate() call (counts, gap summary, span end, metrics) on a worker thread when the
+tracer provider exports only through batch span processors (default true); false finishes inline."""
 
 # --- root-cause analysis and the `otel-llm analyze` service -------------------
 OTEL_LLM_RCA_QUIET_PERIOD: Final = "OTEL_LLM_RCA_QUIET_PERIOD"

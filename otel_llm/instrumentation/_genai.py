@@ -60,6 +60,7 @@ __all__ = [
     "TimelineSummary",
     "TokenTimeline",
     "metric_attributes",
+    "metrics_are_callers",
     "metrics_recorded_by_caller",
     "record_generation",
     "stall_threshold_s",
@@ -115,6 +116,7 @@ class GenAIInstruments:
             sc.OTEL_LLM_SERVER_STALLS, unit="{gap}", description="Inter-token gaps longer than the stall threshold."
         )
         self._detach: Any = None
+        self._before_collect: list[Any] = []
         self._usage_keys: dict[frozenset, tuple[frozenset, dict[str, Any], frozenset, dict[str, Any]]] = {}
         self.preaggregated = False
         self._exemplar_filter: Any = None
@@ -153,7 +155,7 @@ class GenAIInstruments:
             exemplar_filter = getattr(getattr(meter_provider, "_sdk_config", None), "exemplar_filter", None)
             self._exemplar_filter = exemplar_filter
             self._trace_based = type(exemplar_filter) is TraceBasedExemplarFilter
-            producer = HistogramProducer(scope)
+            producer = HistogramProducer(scope, before=self._before_collect)
             for attr, name, unit, description in _HISTOGRAMS:
                 hist = PreAggregatedHistogram(
                     name, unit, description, bucket_boundaries(name) or sc.BUCKETS_STAGE_S,
@@ -193,6 +195,11 @@ class GenAIInstruments:
             if len(self._usage_keys) < 1024:
                 self._usage_keys[key] = found
         return found
+
+    def before_collect(self, hook: Any) -> None:
+        """Call ``hook()`` before each metric collection (a deferred-work flush), once per distinct hook."""
+        if hook not in self._before_collect:
+            self._before_collect.append(hook)
 
     # -- gap points ----------------------------------------------------------
     def record_gaps(
@@ -242,6 +249,8 @@ class GenAIInstruments:
 
     def _flush_callback(self, options: CallbackOptions) -> list[Observation]:
         try:
+            for hook in self._before_collect:
+                hook()
             self.flush_gaps()
         except Exception as exc:  # never fail a collection
             report_error("genai.flush_gaps", exc)
@@ -407,6 +416,11 @@ def metrics_recorded_by_caller() -> Iterator[None]:
         _SPAN_ONLY.reset(token)
 
 
+def metrics_are_callers() -> bool:
+    """True inside :func:`metrics_recorded_by_caller` (read it on the request's thread, before deferring)."""
+    return _SPAN_ONLY.get()
+
+
 def record_generation(
     span: Span | None,
     instruments: GenAIInstruments,
@@ -418,6 +432,7 @@ def record_generation(
     output_tokens: int | None = None,
     context: Context | None = None,
     span_attributes: Mapping[str, Any] | None = None,
+    record_metrics: bool | None = None,
 ) -> None:
     """Write one finished generation onto ``span`` and into the metrics.
 
@@ -428,7 +443,8 @@ def record_generation(
     ``error.type`` is absent (semconv: "for successful responses"); token usage
     by ``gen_ai.token.type``; every gap (see module docstring); stalls.
     ``metric_attrs`` must come from :func:`metric_attributes` (low cardinality).
-    ``context`` is the span's context, for exemplars.
+    ``context`` is the span's context, for exemplars. ``record_metrics``: None = unless inside
+    :func:`metrics_recorded_by_caller` (pass the value read on the request's thread when calling elsewhere).
     """
     ok = sc.ERROR_TYPE not in metric_attrs
     timed = summary is not None and summary.ttft is not None
@@ -450,7 +466,7 @@ def record_generation(
                 attrs[sc.OTEL_LLM_STALL_THRESHOLD] = summary.stall_threshold
         span.set_attributes(attrs)
 
-    if _SPAN_ONLY.get():
+    if not (not _SPAN_ONLY.get() if record_metrics is None else record_metrics):
         return
     if instruments.preaggregated:
         # one attribute key and one exemplar decision for the whole request; usage keys cached per attribute set

@@ -37,7 +37,7 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, Histogram, 
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import get_current_span
 
-from otel_llm._selftelemetry import report_dropped
+from otel_llm._selftelemetry import report_dropped, report_error
 
 __all__ = ["HistogramProducer", "PreAggregatedHistogram"]
 
@@ -197,10 +197,16 @@ class PreAggregatedHistogram:
 class HistogramProducer:
     """The MetricProducer for a set of :class:`PreAggregatedHistogram` under one instrumentation scope."""
 
-    def __init__(self, scope: InstrumentationScope) -> None:
+    def __init__(self, scope: InstrumentationScope, before: list[Any] | None = None) -> None:
         self.scope = scope
         self.histograms: list[PreAggregatedHistogram] = []
+        self.before = before if before is not None else []  # called before each collection (deferred-work flush)
 
     def produce(self) -> list[Metric]:
+        for hook in self.before:
+            try:
+                hook()
+            except Exception as exc:  # never fail a collection
+                report_error("genai.before_collect", exc)
         now = time_ns()
         return [m for m in (h.metric(now) for h in self.histograms) if m is not None]

@@ -17,7 +17,10 @@
   the ``tokenizer=`` generate kwarg, the streamer's, or :func:`attach_tokenizer`.
 
 ``instrument()`` options: ``tracer_provider``, ``meter_provider``,
-``capture_content`` (bool), ``stall_threshold_ms`` (float). Wrapping happens
+``capture_content`` (bool), ``stall_threshold_ms`` (float), ``defer_finish`` (bool, default
+``OTEL_LLM_DEFER_FINISH`` or true: finish each call -- counts, summary, span end, metrics -- on a
+worker thread when the tracer provider exports through batch processors; see
+:mod:`otel_llm.instrumentation._finisher`). Wrapping happens
 when ``transformers.generation.utils`` is imported (immediately if it already
 is), so instrumenting early costs no import.
 """
@@ -33,7 +36,9 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
 
 from otel_llm import __version__, semconv
+from otel_llm import environment_variables as ev
 from otel_llm._content import capture_content
+from otel_llm._env import env_bool
 from otel_llm.instrumentation._genai import GenAIInstruments, stall_threshold_s
 from otel_llm.instrumentation.transformers.package import _instruments
 
@@ -77,6 +82,7 @@ class TransformersInstrumentor(BaseInstrumentor):
             instruments,
             capture_content=capture,
             stall_threshold_s=stall_threshold_s(kwargs.get("stall_threshold_ms")),
+            defer_finish=env_bool(ev.OTEL_LLM_DEFER_FINISH, kwargs.get("defer_finish"), True),
         )
         self._epoch += 1
         epoch = self._epoch

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-_SMALL = 8192  # elements below which Python beats a tensor op right after generate()
+SMALL = 8192  # elements below which Python beats a tensor op right after generate()
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
 
@@ -43,9 +43,9 @@ def as_id_set(value: Any) -> frozenset[int]:
 def input_tokens_per_prompt(input_ids: Any, attention_mask: Any, pad_id: int | None, eos_ids: frozenset[int]) -> list[int]:
     if attention_mask is not None:
         shape = attention_mask.shape
-        if len(shape) == 2 and shape[0] * shape[1] <= _SMALL:  # one tolist + Python sums beats a tensor reduction
+        if len(shape) == 2 and shape[0] * shape[1] <= SMALL:  # one tolist + Python sums beats a tensor reduction
             return [len(row) - row.count(0) for row in attention_mask.tolist()]
-        if len(shape) == 1 and shape[0] <= _SMALL:
+        if len(shape) == 1 and shape[0] <= SMALL:
             row = attention_mask.tolist()
             return [len(row) - row.count(0)]
         counts = attention_mask.sum(-1).tolist()
