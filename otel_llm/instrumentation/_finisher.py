@@ -4,9 +4,14 @@ What a call must do before it returns (timestamps, a snapshot of the tensors
 it reads) stays on the request path; the bookkeeping that only turns that
 data into telemetry -- counting tokens, the gap summary, span attributes,
 ``span.end(end_time=...)``, metric records -- is handed to :data:`FINISHER`
-and runs on its worker thread. On a GPU server that work overlaps the next
-request's device time; on a CPU-only host it still costs the same CPU, just
-not inside the caller's latency (``benchmarks/overhead.py`` reports both).
+(a ``deque.append``, no thread wake-up) and runs on its worker thread, which
+polls every :data:`POLL_S` while work keeps coming and then runs whenever the
+caller releases the GIL (device waits, torch ops, I/O). On a GPU server that
+work overlaps the next request's device time; on a CPU-only host it still
+costs the same CPU, just not inside the caller's latency
+(``benchmarks/overhead.py`` reports both). Waking the worker per call was
+measured and rejected: a woken thread takes the GIL at once and the job ran
+inside the caller's return path.
 
 When it is used (:func:`DeferPolicy.allows`): only when every span processor
 of the span's provider already exports asynchronously (``BatchSpanProcessor``),

@@ -53,6 +53,7 @@ PIPELINE_TOKENIZER: contextvars.ContextVar[Any] = contextvars.ContextVar("otel_l
 # generate(self, inputs, generation_config, logits_processor, stopping_criteria,
 #          prefix_allowed_tokens_fn, synced_gpus, assistant_model, streamer, ...)
 _POS_INPUTS, _POS_CONFIG, _POS_LOGITS, _POS_STREAMER = 0, 1, 2, 7
+_FINISH_KWARGS = ("eos_token_id", "pad_token_id", "tokenizer")
 
 
 def model_name(model: Any) -> str:
@@ -250,6 +251,11 @@ class _Call:
         u.rows = sequences.tolist()
         u.steps = max(int(shape[-1]) - u.offset, 0)
         self.usage = u
+        # a queued call keeps only what finishing reads: not the caller's tensors (caches, embeddings)
+        slim = {k: kwargs[k] for k in _FINISH_KWARGS if k in kwargs}
+        self.kwargs = self.params.kwargs = slim
+        self.args = ()
+        self.input_ids = None
 
     def eos_pad(self) -> tuple[frozenset[int], int | None]:
         eos = as_id_set(self.params.get("eos_token_id"))
