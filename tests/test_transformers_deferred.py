@@ -97,6 +97,23 @@ def test_metric_collection_flushes_deferred_calls(batch, tiny_model):
     assert usage == {"input": 3 * enc["input_ids"].shape[1], "output": 12}
 
 
+def test_sdk_histograms_path_collects_deferred_calls(monkeypatch, tiny_model):
+    monkeypatch.setenv("OTEL_LLM_PREAGGREGATE", "false")  # observable-callback flush, under the SDK's collect lock
+    tel = BatchTelemetry()
+    inst = TransformersInstrumentor()
+    inst.instrument(tracer_provider=tel.tracer_provider, meter_provider=tel.meter_provider)
+    try:
+        model, tok = tiny_model
+        model.generate(**tok("x", return_tensors="pt"), max_new_tokens=5, min_new_tokens=5, do_sample=False)
+        points = points_by_name(tel.reader)
+        assert points[sc.GEN_AI_SERVER_REQUEST_DURATION][0].count == 1
+        assert points[sc.OTEL_LLM_SERVER_TOKEN_GAP][0].count == 4
+    finally:
+        inst.uninstrument()
+        tel.tracer_provider.shutdown()
+        tel.meter_provider.shutdown()
+
+
 def test_flush_processor_runs_before_the_exporters(batch, tiny_model):
     model, tok = tiny_model
     model.generate(**tok("x", return_tensors="pt"), max_new_tokens=2, do_sample=False)
@@ -243,7 +260,7 @@ def test_finisher_wakes_after_idle():
     assert done.wait(5.0)  # woken by the submit, not by a flush
 
 
-def test_uninstrumented_span_processor_survives_provider_shutdown(tiny_model):
+def test_provider_shutdown_drains_queued_calls_before_the_exporter(tiny_model):
     tel = BatchTelemetry()
     inst = TransformersInstrumentor()
     inst.instrument(tracer_provider=tel.tracer_provider, meter_provider=tel.meter_provider)

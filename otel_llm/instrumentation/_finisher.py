@@ -193,9 +193,7 @@ class DeferPolicy:
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self._multi: Any = None
-        self._procs: Any = None
-        self._ok = False
+        self._cache: tuple[Any, Any, bool] = (None, None, False)  # (multi-processor, its processors, decision)
 
     def allows(self, span: Any) -> bool:
         """True when ``span``'s provider exports only through batch processors (ours is then placed first)."""
@@ -205,14 +203,15 @@ class DeferPolicy:
         if multi is None:
             return False
         procs = getattr(multi, "_span_processors", None)
-        if multi is self._multi and procs is self._procs:
-            return self._ok
+        cached = self._cache  # one read: other threads replace the whole tuple
+        if multi is cached[0] and procs is cached[1]:
+            return cached[2]
         ok = False
         try:
             ok = self._prepare(multi, procs)
         except Exception as exc:  # an SDK without these internals: finish synchronously
             report_error(_COMPONENT, exc)
-        self._multi, self._procs, self._ok = multi, getattr(multi, "_span_processors", None), ok
+        self._cache = (multi, getattr(multi, "_span_processors", None), ok)
         return ok
 
     @staticmethod
