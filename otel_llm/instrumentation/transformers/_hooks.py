@@ -45,7 +45,12 @@ def _tokens_in(value: Any) -> int:
 
 
 class TimingStreamer:
-    """Timestamps each ``put`` (skipping the prompt) and forwards everything to ``inner`` when given."""
+    """Timestamps each ``put`` (skipping the prompt) and forwards everything to ``inner`` when given.
+
+    ``generate()`` puts the prompt first (2-D), then one 1-D ``(batch,)`` tensor per step, or a
+    2-D ``(1, n)`` tensor of n accepted tokens (assisted decoding). The hot path stamps first and
+    looks at the shape after: the common 1-D put costs one append and one ``ndim`` read.
+    """
 
     __slots__ = ("_append", "_failed", "_inner", "_prompt_pending", "timeline")
 
@@ -57,20 +62,26 @@ class TimingStreamer:
         self._failed = False
 
     def put(self, value: Any) -> None:
-        # Hot path (once per token): the common (batch,) tensor costs one ndim read and one append.
-        if self._prompt_pending:
-            self._prompt_pending = False  # generate() first puts the prompt
-        elif not self._failed:
-            try:
-                if getattr(value, "ndim", 1) == 1:
-                    self._append(perf_counter_ns())
-                else:
-                    _mark(self.timeline, _tokens_in(value))
-            except Exception as exc:  # ours: report, stop timing this call, keep generating
+        try:
+            self._append(perf_counter_ns())
+            if value.ndim != 1:
+                self._not_one_token(value)
+        except Exception as exc:  # ours: report, stop timing this call (the summary is skipped), keep generating
+            if not self._failed:
                 self._failed = True
                 report_error(_COMPONENT, exc)
         if self._inner is not None:
             self._inner.put(value)  # the user's streamer: its errors are the host's
+
+    def _not_one_token(self, value: Any) -> None:
+        times = self.timeline.times
+        if self._prompt_pending:  # generate() first puts the prompt: not a token
+            self._prompt_pending = False
+            times.pop()
+            return
+        n = _tokens_in(value)
+        if n != 1:  # several tokens accepted in one step: they arrived together
+            times.extend([times[-1]] * (n - 1))
 
     def end(self) -> None:
         if self._inner is not None:
