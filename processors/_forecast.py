@@ -22,7 +22,7 @@ Models (``VALID_MODELS``):
   last ``robust_window`` points. With a ``season_length`` P and at least
   ``SEASONS`` seasons of history it becomes *seasonal-robust* whenever the
   season explains the series: the centre is the median of the same phase
-  (+-``SEASON_OFFSETS`` points) in the last ``SEASONS`` seasons, the band the
+  (+-``SEASON_OFFSETS`` points) in the last ``SEASONS`` (2) seasons, the band the
   quantiles of the residuals from it; the season is used only when the typical
   residual is under ``SEASON_GATE`` times the typical deviation from the flat
   median (``seasonal_gate``), so a series without a real season keeps the flat
@@ -46,7 +46,7 @@ import numpy as np
 VALID_MODELS = ("auto_ets", "mstl", "robust")
 DEFAULT_LEVELS: tuple[float, ...] = (80.0, 95.0)
 _ROBUST_WINDOW = 256
-SEASONS = 3
+SEASONS = 2
 """Past seasons the seasonal-robust centre looks back over."""
 SEASON_OFFSETS = 2
 """Points either side of the same phase that also enter the seasonal median (absorbs jitter)."""

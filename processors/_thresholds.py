@@ -84,6 +84,11 @@ class ThresholdConfig:
     refit_cpu_share: float = 0.25
     """Background fits sleep so they use at most this share of one core."""
     horizon: int | None = None
+    flatline: bool = True
+    """Alarm when the value stops changing (a stuck exporter or sensor): a run of identical values longer
+    than twice the longest run in the history, and at least ``flatline_min`` points. Only with
+    ``policy.direction == "both"`` (a stuck value is neither up nor down)."""
+    flatline_min: int = 12
     hold_during_alarm: int = 0
     """While an alert is open, learn the forecast instead of the value for up to this many points
     (0 = off), so the band does not adapt to the fault it is reporting; past that, the new level is learned."""
@@ -151,6 +156,20 @@ class ThresholdConfig:
         return self.horizon or min(max(4 * self.update_every, 32), 1024)
 
 
+def _longest_run(arr) -> int:
+    """Longest run of identical consecutive values in ``arr`` before its last run (numpy, O(n)).
+
+    The run still going on at the end is left out: it is what is being judged. A history that never
+    changed has no longest run to compare with: ``-1`` (the caller then never calls a flatline)."""
+    import numpy as np
+
+    change = np.flatnonzero(np.diff(arr) != 0.0)
+    if change.size == 0:
+        return -1
+    edges = np.concatenate(([-1], change))
+    return int(np.max(np.diff(edges)))
+
+
 def series_key(metric: str, attributes: Mapping[str, Any] | None) -> str:
     """``metric{a="x",b="y"}`` with attributes sorted: the :attr:`Detection.series` form."""
     if not attributes:
@@ -182,7 +201,8 @@ class SeriesState:
     __slots__ = (
         "key", "metric", "attributes", "log", "limit", "hist", "n", "last_t", "dt", "band", "fit_n", "fit_t",
         "pending", "rule", "z", "score", "value", "j", "open_start", "open_detection", "predictive",
-        "last_event", "alarm_len", "fits", "updates", "fallbacks", "forecaster", "full_fit_n",
+        "last_event", "alarm_len", "fits", "updates", "fallbacks", "forecaster", "full_fit_n", "run", "run_limit",
+        "stuck",
     )
 
     def __init__(self, key: str, metric: str, attributes: Mapping[str, Any], cfg: ThresholdConfig, log: bool) -> None:
@@ -214,6 +234,11 @@ class SeriesState:
         self.fallbacks = 0
         self.forecaster: Any = None
         self.full_fit_n = 0
+        self.run = 0
+        """Consecutive points equal to the latest value."""
+        self.run_limit = math.inf
+        """Run length that counts as a flatline (set at each fit from the history; inf = off)."""
+        self.stuck = False
 
     def current_band(self) -> tuple[float, float, float] | None:
         """(lower, forecast, upper) at the alarm level for the latest point, in the series' unit."""
@@ -353,6 +378,7 @@ class ThresholdProcessor:
             s.dt = dt if s.dt == 0.0 else s.dt + 0.05 * (dt - s.dt)
         s.last_t = t
         s.n += 1
+        s.run = s.run + 1 if value == s.value else 1
         s.value = value
         out = _EMPTY
         b = s.band
@@ -366,6 +392,11 @@ class ThresholdProcessor:
             x = value if c is None else math.log1p((value if value > 0.0 else 0.0) / c)
             d = x - b.tmean[j]
             z = d / b.sup[j] if d >= 0.0 else d / b.sdn[j]
+            s.stuck = s.run >= s.run_limit
+            if s.stuck:  # a flatline: at least a threshold hit, whatever the band says
+                th = self.config.policy.threshold
+                if -th < z < th:
+                    z = th if z >= 0.0 else -th
             s.z = z
             rule = s.rule
             ev = rule.step(z)
@@ -415,6 +446,7 @@ class ThresholdProcessor:
                     f"[{band[0]:.6g}, {band[1]:.6g}] (forecast {b.mean[j]:.6g}); z = {s.z:.2f} "
                     f"(threshold {p.threshold:g}, {s.rule.hits} of last {p.n} points)"
                     + ("; log-scale model" if s.log else "")
+                    + (f"; flatline: the same value for {s.run} points" if s.stuck else "")
                     + (f"; rolling-quantile fallback ({b.fallback})" if b.fallback else "")
                 ),
             )
@@ -499,6 +531,9 @@ class ThresholdProcessor:
                 n_at, h, c, tmean.tolist(), sup.tolist(), sdn.tolist(), mean.tolist(), lo.tolist(), hi.tolist(),
                 bf.fallback_,
             )
+            if cfg.flatline and cfg.policy.direction == "both":
+                longest = _longest_run(arr)
+                s.run_limit = max(cfg.flatline_min, 2 * longest + 1) if longest >= 0 else math.inf
             s.fit_n = n_at
             s.fit_t = t
             if s.limit is not None:

@@ -373,3 +373,26 @@ def test_robust_sigma_is_symmetric_so_spikes_on_skewed_counts_alarm():
     assert b.sup[0] == pytest.approx(max(half, 1.4826 * np.median(np.abs(y[-256:] - np.median(y[-256:])))), rel=0.05)
     dets = proc.observe("crashes", {}, 400.0, 15.0)  # 15 crashes: far beyond 4 sigmas of the whole band
     assert [d for d in dets if d.end is None]
+
+
+def test_a_stuck_value_alarms_as_a_flatline_but_a_constant_series_does_not():
+    rng = np.random.default_rng(7)
+    y = 100 + rng.normal(0, 5, 600)
+    y[400:460] = y[400]  # the exporter repeats its last value for 60 points
+    proc = _proc(model="robust", log_scale="off", policy=AlarmPolicy(threshold=4.0))
+    opened = []
+    for i, v in enumerate(y):
+        opened += [(i, d) for d in proc.observe("rps", {}, float(i), float(v)) if d.end is None]
+    stuck = [(i, d) for i, d in opened if 400 <= i < 460]
+    assert stuck, "a flatline inside the band must still alarm"
+    i, d = stuck[0]
+    assert i - 400 <= 14  # flatline_min (12) points after it starts, plus the one that started it
+    assert "flatline" in d.explanation
+    assert not [i for i, _ in opened if 30 <= i < 400]  # normal noise never looks stuck
+    # a series that has always been constant (an idle counter) is not "stuck"
+    quiet = _proc(model="robust", log_scale="off", policy=AlarmPolicy(threshold=4.0))
+    assert not [d for i in range(300) for d in quiet.observe("errors", {}, float(i), 0.0)]
+    # and the check can be turned off
+    off = _proc(model="robust", log_scale="off", flatline=False, policy=AlarmPolicy(threshold=4.0))
+    assert not [d for i, v in enumerate(y[:460]) for d in off.observe("rps", {}, float(i), float(v)) if d.end is None
+                and i >= 400]
