@@ -271,3 +271,18 @@ def test_provider_shutdown_drains_queued_calls_before_the_exporter(tiny_model):
         assert len(tel.exporter.get_finished_spans()) == 1
     finally:
         inst.uninstrument()
+
+
+def test_large_prompts_counted_on_the_tensor_path(batch, tiny_model, monkeypatch):
+    from otel_llm.instrumentation.transformers import _wrapper
+
+    monkeypatch.setattr(_wrapper, "SMALL", 1)  # every prompt counts as large: tensor reductions, no tolist
+    model, tok = tiny_model
+    enc = tok(["hi", "a longer prompt with padding"], return_tensors="pt", padding=True)
+    pad = tok.pad_token_id
+    model.generate(**enc, max_new_tokens=3, do_sample=False)
+    model.generate(input_ids=enc["input_ids"], max_new_tokens=3, do_sample=False, pad_token_id=pad)
+    masked, unmasked = batch.flushed_spans()
+    expected = enc["attention_mask"].sum(-1).tolist()
+    assert list(masked.attributes[sc.OTEL_LLM_INPUT_TOKENS_PER_SEQUENCE]) == expected
+    assert list(unmasked.attributes[sc.OTEL_LLM_INPUT_TOKENS_PER_SEQUENCE]) == (enc["input_ids"] != pad).sum(-1).tolist()

@@ -10,6 +10,13 @@ host's exceptions propagate unchanged and are recorded with ``error.type``;
 the user's streamer / logits processors / stopping criteria are never
 mutated or lost; nested ``generate()`` calls (a model whose own ``generate``
 calls ``super().generate``) produce one span.
+
+End of a successful call: :meth:`_Call.capture` (request path) stamps the end
+and copies what the counts read out of the tensors; :meth:`_Call.complete`
+(counts, summary, attributes, metrics, ``span.end(end_time=...)``) then runs
+on :data:`~otel_llm.instrumentation._finisher.FINISHER` when the span's
+provider exports through batch processors, else inline. Failed calls always
+finish inline.
 """
 
 from __future__ import annotations
@@ -107,14 +114,14 @@ class _Usage:
     """Plain-Python copy of what the token counts read, taken before ``generate()`` returns to the caller
     (so a caller that reuses its tensors cannot change the counts of a call finished later)."""
 
-    __slots__ = ("ids_rows", "mask_counts", "mask_rows", "offset", "prompt_shape", "rows", "steps")
+    __slots__ = ("ids_rows", "prompt_counts", "mask_rows", "offset", "prompt_shape", "rows", "steps")
 
     def __init__(self) -> None:
         self.rows: list[list[int]] = []
         self.steps = 0
         self.offset = 0
         self.mask_rows: list[list[int]] | None = None
-        self.mask_counts: list[int] | None = None
+        self.prompt_counts: list[int] | None = None
         self.ids_rows: list[list[int]] | None = None
         self.prompt_shape: tuple[int, int] | None = None  # (batch, length) when only a shape is known
 
@@ -232,7 +239,7 @@ class _Call:
                 u.mask_rows = _rows(mask)
             else:
                 counts = mask.sum(-1).tolist()
-                u.mask_counts = counts if isinstance(counts, list) else [counts]
+                u.prompt_counts = counts if isinstance(counts, list) else [counts]
         elif ids is None and "inputs_embeds" in kwargs:
             emb = kwargs["inputs_embeds"]
             u.prompt_shape = (int(emb.shape[0]), int(emb.shape[1]))
@@ -241,7 +248,7 @@ class _Call:
                 u.ids_rows = _rows(ids)
             else:  # large and unmasked: count on the tensor now
                 eos, pad = self.eos_pad()
-                u.mask_counts = input_tokens_per_prompt(ids, None, pad, eos)
+                u.prompt_counts = input_tokens_per_prompt(ids, None, pad, eos)
         if self.info.enc_dec:
             dec = kwargs.get("decoder_input_ids")
             u.offset = int(dec.shape[-1]) if dec is not None else 1
@@ -305,8 +312,8 @@ class _Call:
         eos, pad = self.eos_pad()
         if u.mask_rows is not None:
             per_prompt = [len(row) - row.count(0) for row in u.mask_rows]
-        elif u.mask_counts is not None:
-            per_prompt = [int(c) for c in u.mask_counts]
+        elif u.prompt_counts is not None:
+            per_prompt = [int(c) for c in u.prompt_counts]
         elif u.prompt_shape is not None:
             per_prompt = [u.prompt_shape[1]] * u.prompt_shape[0]
         elif u.ids_rows is not None:
