@@ -110,4 +110,7 @@ class TransformersInstrumentor(BaseInstrumentor):
             unwrap(owner, name)
         instruments, self._instruments = self._instruments, None
         if instruments is not None:
+            from otel_llm.instrumentation._finisher import FINISHER
+
+            FINISHER.flush(5.0)  # calls still queued record into these instruments before they detach
             instruments.close()
