@@ -73,3 +73,17 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         if out is not None:
             result["results_dir"] = str(out)
         typer.echo(json.dumps(result, indent=2, sort_keys=True))
+
+    @eval_app.command("synth")
+    def eval_synth(
+        out: Path = typer.Option(..., "--out", help="Output folder: OUT/data/<group>/<name>.csv and OUT/labels/"),
+        series: int = typer.Option(70, "--series", min=1, help="Number of series (bases cycle: level, heavy-tailed, counts, daily, ...)"),
+        seed: int = typer.Option(0, "--seed", help="Seed (a different seed is a clean held-out set)"),
+        length: int = typer.Option(4032, "--length", min=200, help="Points per series"),
+        step: int = typer.Option(300, "--step", min=1, help="Seconds between points"),
+    ) -> None:
+        """Write labelled synthetic ops series (spikes, shifts, flatlines, drifts, dropouts, lost daily
+        pattern) in the NAB layout, for `otel-llm eval anomaly`. Prints a JSON summary."""
+        from otel_llm.evaluation.synthetic import write_synthetic
+
+        typer.echo(json.dumps(write_synthetic(out, n_series=series, seed=seed, length=length, step_s=step)))
