@@ -49,7 +49,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-TOKENS = 32
+TOKENS = int(os.environ.get("OTEL_LLM_BENCH_TOKENS", "32"))
+"""Tokens per call (the long row sets 128 in its own process to measure the marginal cost per token)."""
+LONG_TOKENS = 128
 PROMPT = "The quick brown fox jumps over the lazy dog and"
 TARGET_CALL_US = 250.0
 TARGET_TOKEN_US = 2.0
@@ -271,6 +273,7 @@ def worker(which: str, workload: str, rounds: int, warmup: int) -> dict[str, Any
         return {"error": f"{which} did not wrap any of {['.'.join(c[1:]) for c in CANDIDATES]}"}
     result = _time_pairs(call, toggle, rounds, warmup)
     result["init_s"] = init_s
+    result["tokens"] = TOKENS
     result["cpu_added_us"], result["cpu_spread_us"] = _cpu_per_call(call, toggle, tp, 10, max(rounds // 10, 10))
     tp.shutdown()
     mp.shutdown()
@@ -579,6 +582,8 @@ def main(argv: list[str] | None = None) -> int:
           f"per row, one process per row, torch threads=1")
     rows: list[tuple[str, dict[str, Any]]] = []
     rows.append(("otel-llm  generate()", _run(me, ["--worker", "otel_llm", "generate", *common], 900)))
+    rows.append((f"otel-llm  generate() x{LONG_TOKENS}",
+                 _run(me, ["--worker", "otel_llm", "generate", *common], 1800, {"OTEL_LLM_BENCH_TOKENS": str(LONG_TOKENS)})))
     rows.append(("otel-llm  pipeline", _run(me, ["--worker", "otel_llm", "pipeline", *common], 900)))
     if a.skip_peers:
         rows.append(("peers", {"error": "skipped (--skip-peers)"}))
@@ -627,6 +632,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  generate() with our hook vs bare: {dec['hook_p10_us']:+7.1f} us (fastest-decile difference, "
               f"bare p10 {dec['bare_p10_ms']:.2f} ms)")
     ours = dict(rows).get("otel-llm  generate()", {})
+    long = dict(rows).get(f"otel-llm  generate() x{LONG_TOKENS}", {})
+    if "added_us" in ours and "added_us" in long:
+        slope = (long["added_us"] - ours["added_us"]) / (LONG_TOKENS - TOKENS)
+        print(f"  marginal cost per token in situ : {slope:+7.2f} us per token ((added at {LONG_TOKENS} - added at "
+              f"{TOKENS}) / {LONG_TOKENS - TOKENS}; noisy: +-(CI half-widths) / {LONG_TOKENS - TOKENS} = "
+              f"+-{((ours['ci_us'][1] - ours['ci_us'][0]) + (long['ci_us'][1] - long['ci_us'][0])) / 2 / (LONG_TOKENS - TOKENS):.2f})")
     if "error" not in iso and "error" not in ours and "added_us" in ours:
         added = ours["added_us"]
         call_ok = added <= TARGET_CALL_US
