@@ -69,3 +69,14 @@ class Telemetry:
     def shutdown(self) -> None:
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
+
+
+def expected_output_counts(generated: Any, eos_token_id: int) -> list[int]:
+    """Reference output-token count per row of ``generate()``'s new tokens: up to and including the
+    first EOS, else the whole row (what ``gen_ai.usage.output_tokens`` must sum to)."""
+    counts = []
+    for row in generated:
+        hits = (row == eos_token_id).nonzero()
+        counts.append(int(hits[0]) + 1 if len(hits) else row.shape[0])
+    return counts
+

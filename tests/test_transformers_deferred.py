@@ -18,7 +18,7 @@ from otel_llm._views import default_views
 from otel_llm.instrumentation._finisher import FINISHER, Finisher, FlushSpanProcessor
 from otel_llm.instrumentation._genai import metrics_recorded_by_caller
 from otel_llm.instrumentation.transformers import TransformersInstrumentor
-from otel_llm.testing import points_by_name
+from otel_llm.testing import expected_output_counts, points_by_name
 
 pytest.importorskip("transformers")
 from transformers.generation.utils import GenerationMixin
@@ -51,13 +51,6 @@ def batch():
     tel.tracer_provider.shutdown()
     tel.meter_provider.shutdown()
 
-
-def _expected_output_counts(generated: torch.Tensor, eos: int) -> list[int]:
-    counts = []
-    for row in generated:
-        hits = (row == eos).nonzero()
-        counts.append(int(hits[0]) + 1 if len(hits) else row.shape[0])
-    return counts
 
 
 def test_deferred_call_is_queued_then_flush_exports_it_complete(batch, tiny_model):
@@ -132,7 +125,7 @@ def test_counts_exact_left_padding_batch_of_three_eos_mid_batch(batch, tiny_mode
         probe = GenerationMixin.generate.__wrapped__(model, **enc, max_new_tokens=N, do_sample=False)
     eos = int(probe[1, width + 3])  # a token the middle row really produces at step 3
     out = model.generate(**enc, max_new_tokens=N, do_sample=False, eos_token_id=eos)
-    expected = _expected_output_counts(out[:, width:], eos)
+    expected = expected_output_counts(out[:, width:], eos)
     assert expected[1] <= 4
     (span,) = batch.flushed_spans()
     a = span.attributes

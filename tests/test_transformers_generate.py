@@ -10,6 +10,7 @@ import torch
 from otel_llm import _selftelemetry
 from otel_llm import semconv as sc
 from otel_llm.instrumentation.transformers import TransformersInstrumentor, attach_tokenizer
+from otel_llm.testing import expected_output_counts
 
 transformers = pytest.importorskip("transformers")
 from transformers import LogitsProcessorList, TextIteratorStreamer  # noqa: E402
@@ -30,13 +31,6 @@ def _batch(tok, prompts=("hello world", "a considerably longer prompt that force
     return tok(list(prompts), return_tensors="pt", padding=True)
 
 
-def _expected_output_counts(generated: torch.Tensor, eos: int) -> list[int]:
-    counts = []
-    for row in generated:
-        hits = (row == eos).nonzero()
-        counts.append(int(hits[0]) + 1 if len(hits) else row.shape[0])
-    return counts
-
 
 def test_batch_with_padding_counts_equal_tensors(inst, telemetry, tiny_model):
     model, tok = tiny_model
@@ -50,7 +44,7 @@ def test_batch_with_padding_counts_equal_tensors(inst, telemetry, tiny_model):
     assert list(a[sc.OTEL_LLM_INPUT_TOKENS_PER_SEQUENCE]) == enc["attention_mask"].sum(-1).tolist()
     assert a[sc.GEN_AI_USAGE_INPUT_TOKENS] == int(enc["attention_mask"].sum())
     generated = out[:, enc["input_ids"].shape[1] :]
-    expected = _expected_output_counts(generated, tok.eos_token_id)
+    expected = expected_output_counts(generated, tok.eos_token_id)
     assert list(a[sc.OTEL_LLM_OUTPUT_TOKENS_PER_SEQUENCE]) == expected
     assert a[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == sum(expected)
     assert a[sc.GEN_AI_REQUEST_MAX_TOKENS] == N and a[sc.GEN_AI_REQUEST_MODEL] == "otel-llm-tiny"
@@ -69,7 +63,7 @@ def test_eos_early_stop_counts_and_finish_reasons(inst, telemetry, tiny_model):
     eos = int(probe[0, width + 5])  # a token row 0 really produces at step 5: make it the EOS
     out = model.generate(**enc, max_new_tokens=N, do_sample=False, eos_token_id=eos)
     generated = out[:, width:]
-    expected = _expected_output_counts(generated, eos)
+    expected = expected_output_counts(generated, eos)
     assert expected[0] <= 6  # row 0 stopped early
     (span,) = telemetry.spans()
     a = span.attributes
@@ -345,7 +339,7 @@ def test_num_return_sequences_counts_each_choice(inst, telemetry, tiny_model):
     a = telemetry.spans()[0].attributes
     assert a[sc.GEN_AI_REQUEST_CHOICE_COUNT] == 3
     assert list(a[sc.OTEL_LLM_INPUT_TOKENS_PER_SEQUENCE]) == [enc["input_ids"].shape[1]]
-    expected = _expected_output_counts(out[:, enc["input_ids"].shape[1] :], tok.eos_token_id)
+    expected = expected_output_counts(out[:, enc["input_ids"].shape[1] :], tok.eos_token_id)
     assert list(a[sc.OTEL_LLM_OUTPUT_TOKENS_PER_SEQUENCE]) == expected and len(expected) == 3
 
 
