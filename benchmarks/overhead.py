@@ -200,21 +200,19 @@ def _cpu_per_call(call, toggle: _Toggle, tp, block: int, reps: int) -> tuple[flo
     """Process CPU (all threads) per call: blocks of bare calls vs blocks of instrumented calls, each
     instrumented block followed by ``tp.force_flush()`` so work finished off the request path (otel-llm's
     deferred finish, batch exporters) is charged to the calls that caused it. Median and quartiles, us."""
+    def block_cpu_ns(switch) -> int:
+        switch()
+        t0 = time.process_time_ns()
+        for _ in range(block):
+            call()
+        tp.force_flush()
+        return time.process_time_ns() - t0
+
     diffs = []
     for _ in range(reps):
         tp.force_flush()
-        toggle.bare()
-        t0 = time.process_time_ns()
-        for _ in range(block):
-            call()
-        tp.force_flush()
-        bare = time.process_time_ns() - t0
-        toggle.instrumented()
-        t0 = time.process_time_ns()
-        for _ in range(block):
-            call()
-        tp.force_flush()
-        inst = time.process_time_ns() - t0
+        bare = block_cpu_ns(toggle.bare)
+        inst = block_cpu_ns(toggle.instrumented)
         diffs.append((inst - bare) / block / 1e3)
     q1, _, q3 = statistics.quantiles(diffs, n=4)
     return statistics.median(diffs), [q1, q3]
