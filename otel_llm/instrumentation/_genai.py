@@ -466,7 +466,9 @@ def record_generation(
                 attrs[sc.OTEL_LLM_STALL_THRESHOLD] = summary.stall_threshold
         span.set_attributes(attrs)
 
-    if not (not _SPAN_ONLY.get() if record_metrics is None else record_metrics):
+    if record_metrics is None:
+        record_metrics = not _SPAN_ONLY.get()
+    if not record_metrics:
         return
     if instruments.preaggregated:
         # one attribute key and one exemplar decision for the whole request; usage keys cached per attribute set
