@@ -192,7 +192,7 @@ def _robust(y, h, levels, window, season_length) -> tuple[dict[str, np.ndarray],
     y = np.asarray(y, dtype=float)
     if y.size == 0:
         raise ValueError("robust band needs at least one point")
-    r = seasonal_gate(y, season_length, window) if season_length else None
+    r = seasonal_gate(y, season_length, window)
     if r is not None:
         base = _seasonal_centre(y, np.arange(y.size, y.size + h), int(season_length))
         w, shift = r, base
