@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from otel_llm.cli._app import build_app
 from otel_llm.evaluation.anomaly import evaluate
 from otel_llm.evaluation.nab import load_nab
-from otel_llm.evaluation.synthetic import BASES, KINDS, make_series, write_synthetic
+from otel_llm.evaluation.synthetic import ALL_BASES, BASES, KINDS, make_series, write_synthetic
 
 
 def test_series_are_deterministic_and_labelled_the_nab_way():
@@ -25,7 +25,7 @@ def test_series_are_deterministic_and_labelled_the_nab_way():
         assert all(min(int(0.15 * n), 750) < at < n for at in s.onsets)  # after NAB's probation
         assert set(s.kinds) <= set(KINDS)
         if "pattern" in s.kinds:
-            assert s.key.split("/")[0] in ("synthetic-daily", "synthetic-business_hours")
+            assert s.key.split("/")[0] in ("synthetic-daily", "synthetic-business_hours", "synthetic-weekly")
         for (lo, hi) in s.windows():
             assert hi - lo <= int(0.1 * n / k) or k > 1  # merged windows may be wider
     kinds = {k for s in labelled for k in s.kinds}
@@ -53,3 +53,16 @@ def test_cli_writes_the_layout(tmp_path):
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["series"] == 3
     assert len(list((tmp_path / "data").rglob("*.csv"))) == 3
+
+
+def test_weekly_base_is_opt_in_and_runs_lower_at_weekends(tmp_path):
+    assert "weekly" in ALL_BASES and "weekly" not in BASES  # the default sets stay as they were
+    s = make_series(7, 0, length=6 * 7 * 24, step_s=3600, clean_share=1.0, bases=("weekly",))
+    assert s.key.startswith("synthetic-weekly/")
+    day = (np.arange(s.values.size) // 24) % 7  # the series starts on a Monday
+    assert s.values[day >= 5].mean() < 0.9 * s.values[day < 5].mean()
+    res = CliRunner().invoke(build_app(), ["eval", "synth", "--out", str(tmp_path), "--series", "2", "--base", "weekly", "--base", "level"])
+    assert res.exit_code == 0, res.output
+    assert {p.parent.name for p in (tmp_path / "data").rglob("*.csv")} == {"synthetic-weekly", "synthetic-level"}
+    bad = CliRunner().invoke(build_app(), ["eval", "synth", "--out", str(tmp_path / "x"), "--base", "hourly"])
+    assert bad.exit_code != 0 and "choose from" in bad.output

@@ -81,9 +81,17 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed (a different seed is a clean held-out set)"),
         length: int = typer.Option(4032, "--length", min=200, help="Points per series"),
         step: int = typer.Option(300, "--step", min=1, help="Seconds between points"),
+        base: list[str] = typer.Option(
+            None, "--base", help="Normal base to cycle through (repeat the option; default: all but weekly). "
+            "'weekly' needs --length for three or more weeks",
+        ),
     ) -> None:
         """Write labelled synthetic ops series (spikes, shifts, flatlines, drifts, dropouts, lost daily
         pattern) in the NAB layout, for `otel-llm eval anomaly`. Prints a JSON summary."""
-        from otel_llm.evaluation.synthetic import write_synthetic
+        from otel_llm.evaluation.synthetic import BASES, write_synthetic
 
-        typer.echo(json.dumps(write_synthetic(out, n_series=series, seed=seed, length=length, step_s=step)))
+        try:
+            summary = write_synthetic(out, n_series=series, seed=seed, length=length, step_s=step, bases=tuple(base or BASES))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--base") from None
+        typer.echo(json.dumps(summary))

@@ -30,8 +30,11 @@ from pathlib import Path
 import numpy as np
 
 BASES = ("level", "heavy_tailed", "counts", "daily", "business_hours", "wander", "bursty")
+ALL_BASES = (*BASES, "weekly")
+"""``weekly`` (a daily shape whose weekend days run lower and flatter) is opt-in (``bases=``): it needs
+more than the default two weeks of points before a weekly season can be learned."""
 KINDS = ("spike", "level_shift", "variance", "flatline", "drift", "dropout", "pattern")
-_DAILY = ("daily", "business_hours")
+_DAILY = ("daily", "business_hours", "weekly")
 _START = datetime(2026, 1, 5, tzinfo=timezone.utc)
 
 
@@ -89,6 +92,12 @@ def _base(kind: str, n: int, step_s: int, rng: np.random.Generator) -> tuple[np.
         for i in range(1, n):
             x[i] = 0.98 * x[i - 1] + e[i]
         return level + x + rng.normal(0, sd, n), sd * 5.0  # AR(1) sd = sd / sqrt(1 - 0.98^2) ~ 5 sd
+    if kind == "weekly":
+        day = (np.arange(n) * step_s // 86400 + _START.weekday()) % 7
+        weekend = day >= 5
+        amp = level * float(rng.uniform(0.3, 0.6)) * np.where(weekend, float(rng.uniform(0.2, 0.6)), 1.0)
+        lvl = level * np.where(weekend, float(rng.uniform(0.4, 0.8)), 1.0)
+        return lvl + amp * np.sin(2 * np.pi * (phase - 0.3)) + rng.normal(0, sd, n), sd
     if kind == "bursty":
         x = level + rng.normal(0, sd, n)
         for s in rng.choice(n, size=max(n // 150, 1), replace=False):
@@ -129,10 +138,13 @@ def _inject(x: np.ndarray, kind: str, at: int, unit: float, step_s: int, rng: np
         raise ValueError(f"unknown anomaly kind {kind!r}; choose one of: {', '.join(KINDS)}")
 
 
-def make_series(seed: int, index: int, *, length: int = 4032, step_s: int = 300, clean_share: float = 0.2) -> SyntheticSeries:
+def make_series(
+    seed: int, index: int, *, length: int = 4032, step_s: int = 300, clean_share: float = 0.2,
+    bases: tuple[str, ...] = BASES,
+) -> SyntheticSeries:
     """Series number ``index`` of the set drawn with ``seed`` (deterministic)."""
     rng = np.random.default_rng([seed, index])
-    base = BASES[index % len(BASES)]
+    base = bases[index % len(bases)]
     x, unit = _base(base, length, step_s, rng)
     s = SyntheticSeries(key=f"synthetic-{base}/s{seed}-{index:03d}.csv", values=x, step_s=step_s)
     if rng.uniform() < clean_share:
@@ -155,13 +167,19 @@ def make_series(seed: int, index: int, *, length: int = 4032, step_s: int = 300,
     return s
 
 
-def write_synthetic(out: str | Path, *, n_series: int = 70, seed: int = 0, length: int = 4032, step_s: int = 300) -> dict:
+def write_synthetic(
+    out: str | Path, *, n_series: int = 70, seed: int = 0, length: int = 4032, step_s: int = 300,
+    bases: tuple[str, ...] = BASES,
+) -> dict:
     """Write ``n_series`` series in the NAB layout under ``out``; return a summary."""
+    for b in bases:
+        if b not in ALL_BASES:
+            raise ValueError(f"unknown base {b!r}; choose from: {', '.join(ALL_BASES)}")
     root = Path(out)
     windows: dict[str, list[list[str]]] = {}
     kinds: dict[str, list[str]] = {}
     for i in range(n_series):
-        s = make_series(seed, i, length=length, step_s=step_s)
+        s = make_series(seed, i, length=length, step_s=step_s, bases=bases)
         path = root / "data" / s.key
         path.parent.mkdir(parents=True, exist_ok=True)
         stamps = s.timestamps()
@@ -179,4 +197,4 @@ def write_synthetic(out: str | Path, *, n_series: int = 70, seed: int = 0, lengt
     }
 
 
-__all__ = ["BASES", "KINDS", "SyntheticSeries", "make_series", "write_synthetic"]
+__all__ = ["ALL_BASES", "BASES", "KINDS", "SyntheticSeries", "make_series", "write_synthetic"]
