@@ -26,7 +26,9 @@ Models (``VALID_MODELS``):
   quantiles of the residuals from it; the season is used only when the typical
   residual is under ``SEASON_GATE`` times the typical deviation from the flat
   median (``seasonal_gate``), so a series without a real season keeps the flat
-  band. It is also the **fallback** whenever a statsforecast model fails to
+  band. Given several candidate periods (the threshold processor passes one
+  day and one week of points), it uses the one with the smallest residuals
+  among those the gate accepts. It is also the **fallback** whenever a statsforecast model fails to
   fit (``BandForecaster.fallback_`` names why).
 
 ``log_scale=True`` models ``log1p(y / c)`` (``c`` = 10% of the median positive
@@ -146,6 +148,15 @@ def _sf_model(model: str, season_length: int | None, n: int, h: int, conformal: 
     return AutoETS(season_length=m, **kwargs)
 
 
+def _candidates(season_length: int | Sequence[int] | None) -> tuple[int, ...]:
+    """``season_length`` as a tuple of candidate periods (the robust band may be given several)."""
+    if not season_length:
+        return ()
+    if isinstance(season_length, (int, np.integer)):
+        return (int(season_length),)
+    return tuple(int(p) for p in season_length)
+
+
 def seasonal_history_needed(season_length: int, window: int = _ROBUST_WINDOW) -> int:
     """Points of history the seasonal-robust band needs before it can be used."""
     return SEASONS * season_length + SEASON_OFFSETS + max(window, season_length)
@@ -180,10 +191,14 @@ def seasonal_gate(y: np.ndarray, season_length: int | None, window: int = _ROBUS
 
 
 def robust_band(
-    y: np.ndarray, h: int, levels: Sequence[float], window: int = _ROBUST_WINDOW, season_length: int | None = None,
+    y: np.ndarray, h: int, levels: Sequence[float], window: int = _ROBUST_WINDOW,
+    season_length: int | Sequence[int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Median and empirical quantiles of the last ``window`` points, flat over ``h``; seasonal-robust
-    (centre = same phase of past seasons, band = residual quantiles) when :func:`seasonal_gate` says so."""
+    (centre = same phase of past seasons, band = residual quantiles) when :func:`seasonal_gate` says so.
+
+    ``season_length`` may be several candidate periods (a day and a week of points): of those the gate
+    accepts, the one with the smallest median absolute residual is used."""
     return _robust(y, h, levels, window, season_length)[0]
 
 
@@ -192,10 +207,15 @@ def _robust(y, h, levels, window, season_length) -> tuple[dict[str, np.ndarray],
     y = np.asarray(y, dtype=float)
     if y.size == 0:
         raise ValueError("robust band needs at least one point")
-    r = seasonal_gate(y, season_length, window)
-    if r is not None:
-        base = _seasonal_centre(y, np.arange(y.size, y.size + h), int(season_length))
-        w, shift = r, base
+    best = None
+    for p in _candidates(season_length):
+        r = seasonal_gate(y, p, window)
+        if r is not None:
+            spread = float(np.median(np.abs(r - np.median(r))))
+            if best is None or spread < best[0]:
+                best = (spread, p, r)
+    if best is not None:
+        w, shift = best[2], _seasonal_centre(y, np.arange(y.size, y.size + h), best[1])
     else:
         w, shift = y[-window:], np.zeros(h)
     med = float(np.median(w))
@@ -258,7 +278,7 @@ class BandForecaster:
         model: str = "auto_ets",
         *,
         level: Iterable[float] | None = DEFAULT_LEVELS,
-        season_length: int | None = None,
+        season_length: int | Sequence[int] | None = None,
         log_scale: bool = False,
         conformal: bool = False,
         fallback: bool = True,
@@ -266,6 +286,8 @@ class BandForecaster:
     ) -> None:
         self.model = check_model(model)
         self.level = check_levels(level)
+        if self.model != "robust" and len(_candidates(season_length)) > 1:
+            raise ValueError(f"several candidate seasons {season_length} are only for model 'robust'; give one season_length")
         self.season_length = season_length
         self.log_scale = log_scale
         self.conformal = conformal
@@ -295,7 +317,7 @@ class BandForecaster:
 
     def _keep(self, z: np.ndarray) -> np.ndarray:
         """The tail of the history the robust band needs (whole seasons when a season is known)."""
-        p = self.season_length or 0
+        p = max(_candidates(self.season_length), default=0)
         need = seasonal_history_needed(p, self.robust_window) if p >= 2 else self.robust_window
         return z[-need:].copy()
 

@@ -69,8 +69,11 @@ class ThresholdConfig:
     """Band whose width defines one sigma for the z-score (default: the highest level)."""
     season_length: int | None = None
     daily_season: bool = True
-    """Model ``robust`` without a ``season_length``: assume one day of points (from the sampling
+    """Model ``robust`` without a ``season_length``: try one day of points (from the sampling
     interval) as the season, used only where it explains the series and the history holds three days."""
+    weekly_season: bool = True
+    """Like ``daily_season`` for one week (weekday/weekend traffic): needs three weeks of points in the
+    history; where both seasons explain the series, the one with the smaller residuals is used."""
     conformal: bool = False
     log_scale: str = "auto"
     history: int = 512
@@ -548,13 +551,18 @@ class ThresholdProcessor:
         finally:
             s.pending = False
 
-    def _season(self, s: SeriesState) -> int | None:
-        """The season length to model: configured, or one day of points for ``robust`` (``daily_season``)."""
+    def _season(self, s: SeriesState) -> int | tuple[int, ...] | None:
+        """The season length to model: configured, or the calendar seasons (one day, one week of points)
+        for ``robust`` (``daily_season`` / ``weekly_season``) that the history can hold."""
+        from otel_llm.processors._forecast import seasonal_history_needed
+
         cfg = self.config
-        if cfg.season_length or not (cfg.daily_season and cfg.model == "robust" and s.dt > 0.0):
+        days = [d for d, on in ((1, cfg.daily_season), (7, cfg.weekly_season)) if on]
+        if cfg.season_length or not (days and cfg.model == "robust" and s.dt > 0.0):
             return cfg.season_length
-        p = round(86400.0 / s.dt)
-        return p if 4 <= p <= cfg.history else None
+        ps = [round(d * 86400.0 / s.dt) for d in days]
+        ps = tuple(p for p in ps if p >= 4 and seasonal_history_needed(p, cfg.robust_window) <= cfg.history)
+        return ps or None
 
     def _predict_breach(self, s: SeriesState, arr, t: float) -> list[Detection]:
         """Time-to-breach: a trend forecast of a saturating series crossing its limit."""

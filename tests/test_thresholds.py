@@ -358,6 +358,47 @@ def test_a_day_that_loses_its_pattern_alarms_only_with_the_daily_season(daily_se
         assert not in_fault  # inside the flat band's range: invisible without the season
 
 
+_WEEK_H = 168  # hourly points
+
+
+def _weekly(weeks=5, seed=0):
+    """Hourly traffic: a daily shape, and weekends (days 5, 6) at 40 % of the weekday level."""
+    rng = np.random.default_rng(seed)
+    i = np.arange(weeks * _WEEK_H)
+    weekend = (i // 24) % 7 >= 5
+    return np.where(weekend, 40.0, 100.0) * (1 + 0.3 * np.sin(2 * np.pi * (i % 24) / 24)) + rng.normal(0, 2.0, i.size)
+
+
+def test_robust_band_picks_the_season_with_the_smaller_residuals():
+    y = _weekly(weeks=4)[: 3 * _WEEK_H + 5 * 24 + 6]  # the next point is a Saturday 06:00
+    daily = _forecast.robust_band(y, 1, [95], season_length=24)
+    both = _forecast.robust_band(y, 1, [95], season_length=(24, _WEEK_H))
+    assert abs(daily["mean"][0] - 130.0) < 10  # the days before say weekday level (100 x 1.3)
+    assert abs(both["mean"][0] - 52.0) < 5  # the same hour last weeks says weekend level (40 x 1.3)
+    with pytest.raises(ValueError, match="only for model 'robust'"):
+        _forecast.BandForecaster("auto_ets", season_length=(24, _WEEK_H))
+
+
+@pytest.mark.parametrize("weekly_season", [True, False])
+def test_a_weekday_at_weekend_level_alarms_only_with_the_weekly_season(weekly_season):
+    y = _weekly(weeks=5, seed=2)
+    a = 4 * _WEEK_H + 2 * 24 + 8  # week 5, Wednesday 08:00: ten hours at the weekend level
+    y[a : a + 10] *= 0.4
+    proc = _proc(model="robust", log_scale="off", history=2048, weekly_season=weekly_season, policy=AlarmPolicy(threshold=4.0))
+    opened = []
+    for i, v in enumerate(y):
+        for d in proc.observe("rps", {}, 3600.0 * i, float(v)):
+            if d.end is None:
+                opened.append(i)
+    in_fault = [i for i in opened if a <= i < a + 10]
+    if weekly_season:
+        assert in_fault and in_fault[0] - a < 3
+        # weekends after warm-up are learned, not reported
+        assert len([i for i in opened if i >= 4 * _WEEK_H and not a <= i < a + 12]) <= 1
+    else:
+        assert not in_fault  # the flat band spans weekend and weekday levels: invisible without the season
+
+
 def test_robust_sigma_is_symmetric_so_spikes_on_skewed_counts_alarm():
     # crash counts: mostly 0-2 with a long upper tail; the upper one-sided band width is the tail itself
     rng = np.random.default_rng(5)
