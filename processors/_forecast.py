@@ -203,7 +203,8 @@ def robust_band(
 
 
 def _robust(y, h, levels, window, season_length) -> tuple[dict[str, np.ndarray], float]:
-    """:func:`robust_band` plus the robust sigma (1.4826 x MAD) of the points the band is made of."""
+    """:func:`robust_band` plus the robust sigma of the points the band is made of: 1.4826 x MAD, at
+    least the smallest gap between distinct values."""
     y = np.asarray(y, dtype=float)
     if y.size == 0:
         raise ValueError("robust band needs at least one point")
@@ -224,7 +225,12 @@ def _robust(y, h, levels, window, season_length) -> tuple[dict[str, np.ndarray],
         lo, hi = np.quantile(w, [(100.0 - lv) / 200.0, (100.0 + lv) / 200.0])
         out[level_key("lo", lv)] = shift + float(lo)
         out[level_key("hi", lv)] = shift + float(hi)
-    return out, 1.4826 * float(np.median(np.abs(w - med)))
+    # At least one step of the data's resolution (the smallest gap between distinct values): a window
+    # of zeros with a few ones (a sparse error counter) has MAD 0, and its next 1 is one step, not 1e9 sigmas.
+    u = np.unique(w)
+    step = float(np.min(np.diff(u))) if u.size > 1 else 0.0
+    sig = max(1.4826 * float(np.median(np.abs(w - med))), step)
+    return out, sig
 
 
 def _from_model_space_dict(res: dict, c: float | None, levels: Sequence[float]) -> dict[str, np.ndarray]:

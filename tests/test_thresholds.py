@@ -399,6 +399,22 @@ def test_a_weekday_at_weekend_level_alarms_only_with_the_weekly_season(weekly_se
         assert not in_fault  # the flat band spans weekend and weekday levels: invisible without the season
 
 
+def test_a_sparse_counter_stepping_by_one_is_not_an_outlier_but_a_burst_is():
+    # an error counter: mostly 0, now and then 1 (MAD 0); one step of its resolution is not 1e9 sigmas
+    rng = np.random.default_rng(9)
+    y = np.zeros(1500)
+    y[rng.choice(1500, 45, replace=False)] = 1.0
+    y[1200] = 9.0
+    # (flatline=False: its long quiet stretches are the flatline check's business, tested below)
+    proc = _proc(model="robust", log_scale="off", history=2048, flatline=False, policy=AlarmPolicy(threshold=4.0))
+    opened = [i for i, v in enumerate(y) for d in proc.observe("errors", {}, 60.0 * i, float(v)) if d.end is None]
+    assert 1200 in opened
+    assert len([i for i in opened if i != 1200]) <= 1, opened
+    band = _forecast.robust_band(np.r_[np.zeros(250), np.ones(6)], 1, [95])
+    assert _forecast._robust(np.r_[np.zeros(250), np.ones(6)], 1, [95], 256, None)[1] == 1.0
+    assert band["mean"][0] == 0.0
+
+
 def test_robust_sigma_is_symmetric_so_spikes_on_skewed_counts_alarm():
     # crash counts: mostly 0-2 with a long upper tail; the upper one-sided band width is the tail itself
     rng = np.random.default_rng(5)
