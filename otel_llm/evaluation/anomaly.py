@@ -34,7 +34,7 @@ def default_threshold_config():
     from otel_llm.processors._alarm import AlarmPolicy
     from otel_llm.processors._thresholds import ThresholdConfig
 
-    # Rolling-quantile band with a symmetric robust sigma, the daily season where it explains
+    # Rolling-quantile band with a symmetric robust sigma, the daily or weekly season where it explains
     # the series (history long enough for three days of per-minute points), linear scale,
     # alarm at 4 band-sigmas; see docs/processors.md for how it was chosen and both halves.
     return ThresholdConfig(
