@@ -28,8 +28,8 @@ Models (``VALID_MODELS``):
   median (``seasonal_gate``), so a series without a real season keeps the flat
   band. Given several candidate periods (the threshold processor passes one
   day and one week of points), it uses the one with the smallest residuals
-  among those the gate accepts. It is also the **fallback** whenever a statsforecast model fails to
-  fit (``BandForecaster.fallback_`` names why).
+  among those the gate accepts. It is also the **fallback** whenever a
+  statsforecast model fails to fit (``BandForecaster.fallback_`` names why).
 
 ``log_scale=True`` models ``log1p(y / c)`` (``c`` = 10% of the median positive
 value) and maps the band back, which suits heavy-tailed, positive series
@@ -292,8 +292,13 @@ class BandForecaster:
     ) -> None:
         self.model = check_model(model)
         self.level = check_levels(level)
-        if self.model != "robust" and len(_candidates(season_length)) > 1:
-            raise ValueError(f"several candidate seasons {season_length} are only for model 'robust'; give one season_length")
+        if self.model != "robust":
+            seasons = _candidates(season_length)
+            if len(seasons) > 1:
+                raise ValueError(
+                    f"several candidate seasons {season_length} are only for model 'robust'; give one season_length"
+                )
+            season_length = seasons[0] if seasons else None
         self.season_length = season_length
         self.log_scale = log_scale
         self.conformal = conformal

@@ -377,6 +377,7 @@ def test_robust_band_picks_the_season_with_the_smaller_residuals():
     assert abs(both["mean"][0] - 52.0) < 5  # the same hour last weeks says weekend level (40 x 1.3)
     with pytest.raises(ValueError, match="only for model 'robust'"):
         _forecast.BandForecaster("auto_ets", season_length=(24, _WEEK_H))
+    assert _forecast.BandForecaster("auto_ets", season_length=(24,)).season_length == 24
 
 
 @pytest.mark.parametrize("weekly_season", [True, False])
