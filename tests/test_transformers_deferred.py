@@ -281,21 +281,29 @@ def test_large_prompts_counted_on_the_tensor_path(batch, tiny_model, monkeypatch
     assert list(unmasked.attributes[sc.OTEL_LLM_INPUT_TOKENS_PER_SEQUENCE]) == (enc["input_ids"] != pad).sum(-1).tolist()
 
 
-def test_uninstrument_finishes_queued_calls_first(tiny_model):
+def test_uninstrument_finishes_queued_calls_first(tiny_model, monkeypatch):
     tel = BatchTelemetry()
     inst = TransformersInstrumentor()
     inst.instrument(tracer_provider=tel.tracer_provider, meter_provider=tel.meter_provider)
     model, tok = tiny_model
+    # The worker is held by a gate job until uninstrument() has begun to flush, so our call is
+    # certainly still queued when uninstrument() starts (otherwise the worker could finish it first
+    # and the test would pass whatever uninstrument() does).
     gate = threading.Lock()
-    with gate:
-        started = threading.Event()
-        FINISHER.submit(lambda: started.set() or gate.acquire() or gate.release())
-        assert started.wait(5.0)
-        model.generate(**tok("x", return_tensors="pt"), max_new_tokens=3, do_sample=False)
-        assert FINISHER.pending == 1
+    gate.acquire()
+    started, flushing = threading.Event(), threading.Event()
+    FINISHER.submit(lambda: started.set() or gate.acquire() or gate.release())
+    assert started.wait(5.0)
+    model.generate(**tok("x", return_tensors="pt"), max_new_tokens=3, do_sample=False)
+    assert FINISHER.pending == 1
+    flush = FINISHER.flush
+    monkeypatch.setattr(FINISHER, "flush", lambda *a, **k: flushing.set() or flush(*a, **k))
+    opener = threading.Thread(target=lambda: (flushing.wait(5.0), gate.release()))
+    opener.start()
     instruments = inst._instruments
     inst.uninstrument()  # waits for the gate job, then runs ours while the instruments are attached
-    assert FINISHER.pending == 0
+    opener.join(5.0)
+    assert flushing.is_set() and FINISHER.pending == 0
     (point,) = instruments.request_duration.metric(0).data.data_points
     assert point.count == 1
     assert len(tel.flushed_spans()) == 1
