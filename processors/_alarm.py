@@ -5,7 +5,9 @@ from the forecast). The rule, in order:
 
 1. **direction** -- ``both`` uses ``|z|``, ``up`` uses ``z``, ``down`` uses ``-z``;
 2. **persistence** -- a point is a *hit* when that exceeds ``threshold``; an
-   alarm opens when at least ``k`` of the last ``n`` points are hits;
+   alarm opens when at least ``k`` of the last ``n`` points are hits, or at
+   once on a single point past ``instant`` (0 = off): a deviation that
+   persists may be small, a lone point must be large;
 3. **hysteresis** -- an open alarm closes only after ``recover_n`` consecutive
    points below ``recover`` (< ``threshold``), so a value hovering near the
    band does not flap;
@@ -38,6 +40,7 @@ class AlarmPolicy:
     cooldown: int = 0
     direction: str = "both"
     ewma: float = 0.0
+    instant: float = 0.0
 
     def validate(self) -> AlarmPolicy:
         if self.direction not in VALID_DIRECTIONS:
@@ -52,6 +55,8 @@ class AlarmPolicy:
             raise ValueError(f"recover_n must be >= 1, got {self.recover_n}")
         if not (0.0 <= self.ewma < 1.0):
             raise ValueError(f"ewma must be in [0, 1), got {self.ewma}")
+        if self.instant and self.instant < self.threshold:
+            raise ValueError(f"instant must be 0 (off) or >= threshold={self.threshold}, got {self.instant}")
         if self.cooldown < 0:
             raise ValueError(f"cooldown must be >= 0 points, got {self.cooldown}")
         return self
@@ -110,7 +115,7 @@ class AlarmRule:
         if self.cooldown_left > 0:
             self.cooldown_left -= 1
             return NONE
-        if self.hits >= p.k:
+        if self.hits >= p.k or (p.instant and e >= p.instant):
             self.active = True
             self.calm = 0
             self.peak = e

@@ -447,7 +447,11 @@ class ThresholdProcessor:
                 explanation=(
                     f"{s.metric} = {value:.6g} is {direction} its {lv:g}% band "
                     f"[{band[0]:.6g}, {band[1]:.6g}] (forecast {b.mean[j]:.6g}); z = {s.z:.2f} "
-                    f"(threshold {p.threshold:g}, {s.rule.hits} of last {p.n} points)"
+                    + (
+                        f"(one point past {p.instant:g}; threshold {p.threshold:g})"
+                        if p.instant and s.rule.hits < p.k
+                        else f"(threshold {p.threshold:g}, {s.rule.hits} of last {p.n} points)"
+                    )
                     + ("; log-scale model" if s.log else "")
                     + (f"; flatline: the same value for {s.run} points" if s.stuck else "")
                     + (f"; rolling-quantile fallback ({b.fallback})" if b.fallback else "")

@@ -90,6 +90,16 @@ def test_persistence_k_of_n():
     assert rule.step(5) == OPENED  # 2 of the last 3
 
 
+def test_a_lone_point_opens_at_once_only_past_instant():
+    rule = AlarmRule(AlarmPolicy(threshold=3, recover=1, k=2, n=3, instant=5).validate())
+    assert [rule.step(z) for z in (4.9, 0, 0, -4.9, 0, 0)] == [NONE] * 6  # lone points under instant
+    assert rule.step(-5.0) == OPENED  # one point past instant (either side with direction both)
+    rule = AlarmRule(AlarmPolicy(threshold=3, recover=1, k=2, n=3, instant=5).validate())
+    assert [rule.step(z) for z in (3.2, 0, 3.4)] == [NONE, NONE, OPENED]  # small but persistent
+    with pytest.raises(ValueError, match="instant must be 0 .off. or >= threshold"):
+        AlarmPolicy(threshold=4, instant=3).validate()
+
+
 def test_hysteresis_and_cooldown():
     rule = AlarmRule(AlarmPolicy(threshold=3, recover=1.5, recover_n=2, cooldown=3).validate())
     assert rule.step(4) == OPENED

@@ -35,10 +35,12 @@ def default_threshold_config():
     from otel_llm.processors._thresholds import ThresholdConfig
 
     # Rolling-quantile band with a symmetric robust sigma, the daily or weekly season where it explains
-    # the series (history long enough for three days of per-minute points), linear scale,
-    # alarm at 4 band-sigmas; see docs/processors.md for how it was chosen and both halves.
+    # the series (history long enough for three days of per-minute points), linear scale; an alert
+    # opens on 2 of 3 points past 3.5 band-sigmas or on one point past 5; see docs/processors.md for
+    # how it was chosen and both halves.
     return ThresholdConfig(
-        refit="inline", model="robust", log_scale="off", history=8192, policy=AlarmPolicy(threshold=4.0),
+        refit="inline", model="robust", log_scale="off", history=8192,
+        policy=AlarmPolicy(threshold=3.5, k=2, n=3, instant=5.0),
     )
 
 
