@@ -95,6 +95,11 @@ class ThresholdConfig:
     hold_during_alarm: int = 0
     """While an alert is open, learn the forecast instead of the value for up to this many points
     (0 = off), so the band does not adapt to the fault it is reporting; past that, the new level is learned."""
+    tail_scale: float = 1.0
+    """Heavy-tailed noise (rolling-quantile band only): multiply its robust sigma by the history's tail
+    ratio -- (q99 - q1) / IQR over a normal's 3.45 -- capped at this (1 = off). MAD describes the middle
+    of a distribution; on heavy-tailed noise a point 4 MADs out is routine. Re-estimated at each full
+    refit, in model space."""
     robust_window: int = 256
     """Points the rolling-quantile band (model ``robust`` and the fallback) looks back over."""
     policy: AlarmPolicy = field(default_factory=lambda: AlarmPolicy(k=2, n=3))
@@ -125,6 +130,8 @@ class ThresholdConfig:
             raise ValueError(f"refit_every and update_every must be >= 1 point, got {self.refit_every}, {self.update_every}")
         if not (0 < self.refit_cpu_share <= 1):
             raise ValueError(f"refit_cpu_share must be in (0, 1], got {self.refit_cpu_share}")
+        if not self.tail_scale >= 1.0:
+            raise ValueError(f"tail_scale must be >= 1 (1 = off), got {self.tail_scale}")
         if self.max_series < 1:
             raise ValueError(f"max_series must be >= 1, got {self.max_series}")
         self.policy.validate()
@@ -173,6 +180,23 @@ def _longest_run(arr) -> int:
     return int(np.max(np.diff(edges)))
 
 
+_NORMAL_TAIL_RATIO = 3.449
+"""(q99 - q1) / (q75 - q25) of a normal distribution: 2 x 2.326 / (2 x 0.6745)."""
+
+
+def _tail_factor(arr, cap: float) -> float:
+    """How much heavier than a normal's the history's tails are, in [1, cap] (1 with too few points)."""
+    import numpy as np
+
+    if arr.size < 200:
+        return 1.0
+    q1, q25, q75, q99 = np.quantile(arr, [0.01, 0.25, 0.75, 0.99])
+    iqr = q75 - q25
+    if not iqr > 0:
+        return 1.0
+    return float(min(max((q99 - q1) / iqr / _NORMAL_TAIL_RATIO, 1.0), cap))
+
+
 def series_key(metric: str, attributes: Mapping[str, Any] | None) -> str:
     """``metric{a="x",b="y"}`` with attributes sorted: the :attr:`Detection.series` form."""
     if not attributes:
@@ -205,7 +229,7 @@ class SeriesState:
         "key", "metric", "attributes", "log", "limit", "hist", "n", "last_t", "dt", "band", "fit_n", "fit_t",
         "pending", "rule", "z", "score", "value", "j", "open_start", "open_detection", "predictive",
         "last_event", "alarm_len", "fits", "updates", "fallbacks", "forecaster", "full_fit_n", "run", "run_limit",
-        "stuck",
+        "stuck", "tail",
     )
 
     def __init__(self, key: str, metric: str, attributes: Mapping[str, Any], cfg: ThresholdConfig, log: bool) -> None:
@@ -242,6 +266,8 @@ class SeriesState:
         self.run_limit = math.inf
         """Run length that counts as a flatline (set at each fit from the history; inf = off)."""
         self.stuck = False
+        self.tail = 1.0
+        """Factor on the rolling-quantile band's robust sigma for heavy tails (``tail_scale``)."""
 
     def current_band(self) -> tuple[float, float, float] | None:
         """(lower, forecast, upper) at the alarm level for the latest point, in the series' unit."""
@@ -453,6 +479,7 @@ class ThresholdProcessor:
                         else f"(threshold {p.threshold:g}, {s.rule.hits} of last {p.n} points)"
                     )
                     + ("; log-scale model" if s.log else "")
+                    + (f"; heavy tails: sigma x{s.tail:.2f}" if s.tail > 1.0 else "")
                     + (f"; flatline: the same value for {s.run} points" if s.stuck else "")
                     + (f"; rolling-quantile fallback ({b.fallback})" if b.fallback else "")
                 ),
@@ -508,6 +535,8 @@ class ThresholdProcessor:
                 res = bf.predict(h)
                 s.forecaster = bf
                 s.full_fit_n = n_at
+                if cfg.tail_scale > 1.0:
+                    s.tail = _tail_factor(to_model_space(arr, bf.scale_), cfg.tail_scale)
                 s.fits += 1
             else:
                 res = bf.update(arr, h)
@@ -526,7 +555,9 @@ class ThresholdProcessor:
                 # Rolling-quantile band (model or fallback): one symmetric sigma, the larger of the
                 # band's half-width and the robust MAD sigma. One-sided widths of a skewed window
                 # would hide exactly the upward spikes that matter (the upper tail is the tail).
-                sig = np.maximum(np.maximum((thi - tlo) / (2.0 * self._zq), bf.robust_sigma_), 1e-3 * np.abs(tmean))
+                sig = np.maximum(
+                    np.maximum((thi - tlo) / (2.0 * self._zq), bf.robust_sigma_ * s.tail), 1e-3 * np.abs(tmean)
+                )
                 sup = sdn = np.maximum(sig, 1e-9)
             else:
                 ty = to_model_space(arr[-256:], c)

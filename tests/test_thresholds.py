@@ -74,6 +74,8 @@ def test_levels_and_models_are_checked_at_the_front_door():
         ({"policy": AlarmPolicy(direction="sideways")}, "both, up, down"),
         ({"policy": AlarmPolicy(k=3, n=2)}, "k <= n"),
         ({"policy": AlarmPolicy(threshold=3, recover=4)}, "recover"),
+        ({"tail_scale": 0.5}, "tail_scale must be >= 1"),
+        ({"policy": AlarmPolicy(threshold=4, instant=3)}, "instant must be 0"),
     ],
 )
 def test_config_errors_name_the_valid_choices(change, message):
@@ -441,6 +443,34 @@ def test_robust_sigma_is_symmetric_so_spikes_on_skewed_counts_alarm():
     assert b.sup[0] == pytest.approx(max(half, 1.4826 * np.median(np.abs(y[-256:] - np.median(y[-256:])))), rel=0.05)
     dets = proc.observe("crashes", {}, 400.0, 15.0)  # 15 crashes: far beyond 4 sigmas of the whole band
     assert [d for d in dets if d.end is None]
+
+
+def test_tail_scale_widens_sigma_on_heavy_tailed_noise_only():
+    # normal noise (sd 3) with routine short bursts on 2 % of the points, 4.5-6 sd high: rarer than the
+    # 95 % band sees, so the MAD sigma alone makes every burst an alert
+    rng = np.random.default_rng(12)
+    normal = 100.0 + rng.normal(0, 3.0, 3000)
+    bursty = normal.copy()
+    at = rng.choice(np.arange(100, 3000), 60, replace=False)
+    bursty[at] += rng.uniform(13.5, 18.0, at.size)
+
+    def run(y, scale):
+        proc = _proc(model="robust", log_scale="off", history=4096, tail_scale=scale, flatline=False,
+                     policy=AlarmPolicy(threshold=4.0))
+        opened = [i for i, v in enumerate(y) for d in proc.observe("m", {}, 60.0 * i, float(v)) if d.end is None]
+        return opened, proc.series("m").state.tail
+
+    plain, tail1 = run(bursty, 1.0)
+    scaled, tail = run(bursty, 1.5)
+    assert tail1 == 1.0 and tail > 1.3  # its (q99 - q1) / IQR is far above a normal's
+    assert len(scaled) < 0.5 * len(plain)  # routine bursts stop paging
+    _, tail_normal = run(normal, 1.5)
+    assert tail_normal < 1.1  # a normal series keeps (nearly) its MAD sigma
+    # a real fault still alarms on the bursty series
+    y = bursty.copy()
+    y[2500:2520] += 40.0
+    opened, _ = run(y, 1.5)
+    assert any(2500 <= i < 2503 for i in opened)
 
 
 def test_a_stuck_value_alarms_as_a_flatline_but_a_constant_series_does_not():

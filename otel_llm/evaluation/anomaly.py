@@ -34,13 +34,13 @@ def default_threshold_config():
     from otel_llm.processors._alarm import AlarmPolicy
     from otel_llm.processors._thresholds import ThresholdConfig
 
-    # Rolling-quantile band with a symmetric robust sigma, the daily or weekly season where it explains
-    # the series (history long enough for three days of per-minute points), linear scale; an alert
-    # opens on 2 of 3 points past 3.5 band-sigmas or on one point past 5; see docs/processors.md for
-    # how it was chosen and both halves.
+    # Rolling-quantile band with a symmetric robust sigma (up to 1.5x wider on heavy-tailed series), the
+    # daily or weekly season where it explains the series (history long enough for three days of
+    # per-minute points), linear scale; an alert opens on 2 of 3 points past 3.5 band-sigmas or on one
+    # point past 5 and closes after 3 points under 1.5; see docs/processors.md for how it was chosen.
     return ThresholdConfig(
-        refit="inline", model="robust", log_scale="off", history=8192,
-        policy=AlarmPolicy(threshold=3.5, k=2, n=3, instant=5.0),
+        refit="inline", model="robust", log_scale="off", history=8192, tail_scale=1.5,
+        policy=AlarmPolicy(threshold=3.5, k=2, n=3, instant=5.0, recover=1.5),
     )
 
 
