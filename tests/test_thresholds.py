@@ -128,6 +128,11 @@ def _proc(**kw):
     return ThresholdProcessor(ThresholdConfig(**kw), emit_metrics=False)
 
 
+def _opened(proc, y, step_s, metric="m"):
+    """Indices of the points of ``y`` (``step_s`` apart) at which an alert opened."""
+    return [i for i, v in enumerate(y) for d in proc.observe(metric, {}, step_s * i, float(v)) if d.end is None]
+
+
 def test_online_default_needs_two_of_three_points():
     assert (ThresholdConfig().policy.k, ThresholdConfig().policy.n) == (2, 3)
     proc = _proc(model="robust")
@@ -355,11 +360,7 @@ def test_a_day_that_loses_its_pattern_alarms_only_with_the_daily_season(daily_se
     a = 5 * _DAY + int(0.35 * _DAY)
     y[a : a + 80] = 50.0 + np.random.default_rng(4).normal(0, 2.0, 80)  # the high phase goes flat mid-level
     proc = _proc(model="robust", log_scale="off", history=2048, daily_season=daily_season, policy=AlarmPolicy(threshold=4.0))
-    opened = []
-    for i, v in enumerate(y):
-        for d in proc.observe("rps", {}, 300.0 * i, float(v)):
-            if d.end is None:
-                opened.append(i)
+    opened = _opened(proc, y, 300.0, "rps")
     in_fault = [i for i in opened if a <= i < a + 80]
     if daily_season:
         assert in_fault, "the flattened day must alarm with the daily season"
@@ -398,11 +399,7 @@ def test_a_weekday_at_weekend_level_alarms_only_with_the_weekly_season(weekly_se
     a = 4 * _WEEK_H + 2 * 24 + 8  # week 5, Wednesday 08:00: ten hours at the weekend level
     y[a : a + 10] *= 0.4
     proc = _proc(model="robust", log_scale="off", history=2048, weekly_season=weekly_season, policy=AlarmPolicy(threshold=4.0))
-    opened = []
-    for i, v in enumerate(y):
-        for d in proc.observe("rps", {}, 3600.0 * i, float(v)):
-            if d.end is None:
-                opened.append(i)
+    opened = _opened(proc, y, 3600.0, "rps")
     in_fault = [i for i in opened if a <= i < a + 10]
     if weekly_season:
         assert in_fault and in_fault[0] - a < 3
@@ -420,7 +417,7 @@ def test_a_sparse_counter_stepping_by_one_is_not_an_outlier_but_a_burst_is():
     y[1200] = 9.0
     # (flatline=False: its long quiet stretches are the flatline check's business, tested below)
     proc = _proc(model="robust", log_scale="off", history=2048, flatline=False, policy=AlarmPolicy(threshold=4.0))
-    opened = [i for i, v in enumerate(y) for d in proc.observe("errors", {}, 60.0 * i, float(v)) if d.end is None]
+    opened = _opened(proc, y, 60.0, "errors")
     assert 1200 in opened
     assert len([i for i in opened if i != 1200]) <= 1, opened
     band = _forecast.robust_band(np.r_[np.zeros(250), np.ones(6)], 1, [95])
@@ -457,7 +454,7 @@ def test_tail_scale_widens_sigma_on_heavy_tailed_noise_only():
     def run(y, scale):
         proc = _proc(model="robust", log_scale="off", history=4096, tail_scale=scale, flatline=False,
                      policy=AlarmPolicy(threshold=4.0))
-        opened = [i for i, v in enumerate(y) for d in proc.observe("m", {}, 60.0 * i, float(v)) if d.end is None]
+        opened = _opened(proc, y, 60.0)
         return opened, proc.series("m").state.tail
 
     plain, tail1 = run(bursty, 1.0)
