@@ -104,7 +104,7 @@ def _base(kind: str, n: int, step_s: int, rng: np.random.Generator) -> tuple[np.
             width = int(rng.integers(1, 6))
             x[s : s + width] += level * float(rng.uniform(0.2, 0.8))
         return x, sd * 3.0
-    raise ValueError(f"unknown base {kind!r}; choose one of: {', '.join(BASES)}")
+    raise ValueError(f"unknown base {kind!r}; choose one of: {', '.join(ALL_BASES)}")
 
 
 def _inject(x: np.ndarray, kind: str, at: int, unit: float, step_s: int, rng: np.random.Generator) -> None:
