@@ -23,7 +23,7 @@ from __future__ import annotations
 import collections
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,8 @@ from otel_llm import semconv
 from otel_llm._selftelemetry import report_error
 
 _COMPONENT = "anomaly"
+#: GPU columns that rise and fall with the traffic itself.
+LOAD_FEATURES: tuple[str, ...] = ("gpu_util", "gpu_sm_active", "gpu_power")
 _SERIES_METRIC = semconv.OTEL_LLM_ANOMALY_REQUESTS
 
 
@@ -59,6 +61,13 @@ class RequestScore:
     contributions: Mapping[str, float] = field(default_factory=dict)
     """Feature -> share of the evidence (empty for normal requests)."""
     explanation: str = ""
+    load_only: bool = False
+    """Abnormal only through :data:`LOAD_FEATURES`: not counted toward the rate of abnormal requests."""
+
+    @property
+    def counts(self) -> bool:
+        """Counts toward the per-series rate that pages."""
+        return self.anomalous and not self.load_only
 
 
 @dataclass
@@ -92,6 +101,7 @@ class RequestAnomalyProcessor:
         min_anomalies: int = 3,
         min_scored: int = 20,
         gpu_state: GpuStateFn | None = None,
+        load_features: Sequence[str] = LOAD_FEATURES,
         stream: DetectionStream | None = None,
         meter_provider: Any = None,
         emit_metrics: bool = True,
@@ -114,6 +124,11 @@ class RequestAnomalyProcessor:
             raise ValueError("rate_threshold must be in (0, 1], min_anomalies >= 1, rate_window_s > 0")
         if min_scored < min_anomalies:
             raise ValueError(f"min_scored must be >= min_anomalies ({min_anomalies}), got {min_scored}")
+        unknown = sorted(set(load_features) - set(FEATURES))
+        if unknown:
+            raise ValueError(f"load_features {unknown} are not features; choose from: {', '.join(FEATURES)}")
+        self.load_features = tuple(load_features)
+        self._load_idx = frozenset(FEATURES.index(f) for f in self.load_features)
         self.contamination = contamination
         self.min_fit = min_fit
         self.refit_every = refit_every
@@ -221,6 +236,7 @@ class RequestAnomalyProcessor:
             anomalous = s >= model.threshold_
             contributions: dict[str, float] = {}
             explanation = ""
+            load_only = False
             if anomalous:
                 contributions = model.explain([vec])
                 dev = model.deviation([vec])
@@ -230,7 +246,13 @@ class RequestAnomalyProcessor:
                     + ", ".join(f"{_fmt_feature(k, row.get(k, math.nan), dev.get(k, 0.0))} {contributions[k]:.0%}"
                                 for k in top)
                 )
-            result = RequestScore(trace_id, span_id, t, s, anomalous, dict(row), contributions, explanation)
+                if self._load_idx and any(not math.isnan(vec[j]) for j in self._load_idx):
+                    at_median = [math.nan if j in self._load_idx else v for j, v in enumerate(vec)]
+                    load_only = float(model.score([at_median])[0]) < model.threshold_
+                    if load_only:
+                        explanation += f"; normal at usual GPU load ({', '.join(self.load_features)}): not paged"
+            result = RequestScore(trace_id, span_id, t, s, anomalous, dict(row), contributions, explanation,
+                                  load_only)
             self.scored += 1
             self.flagged += anomalous
         if learn:
@@ -257,6 +279,7 @@ class RequestAnomalyProcessor:
 
     # ----------------------------------------------------------------- rate
     def _rate(self, attrs: dict[str, str], res: RequestScore) -> list[Detection]:
+        hit = res.counts
         if res.anomalous and self._counter is not None:
             self._counter.add(1, attrs)
         cache = tuple(sorted(attrs.items()))
@@ -265,17 +288,17 @@ class RequestAnomalyProcessor:
             if rs is None:
                 rs = self._series[cache] = _RateSeries(series_key(_SERIES_METRIC, attrs), attrs)
             rs.events.append(res)
-            rs.anomalous += res.anomalous
+            rs.anomalous += hit
             horizon = res.t - self.rate_window_s
             while rs.events and (rs.events[0].t < horizon or len(rs.events) == rs.events.maxlen):
                 old = rs.events.popleft()
-                rs.anomalous -= old.anomalous
+                rs.anomalous -= old.counts
             total = len(rs.events)
             rate = rs.anomalous / total if total else 0.0
             out: list[Detection] = []
             if (rs.open is None and total >= self.min_scored and rs.anomalous >= self.min_anomalies
                     and rate > self.rate_threshold):
-                bad = [e for e in rs.events if e.anomalous]
+                bad = [e for e in rs.events if e.counts]
                 agg: collections.Counter[str] = collections.Counter()
                 for e in bad:
                     for k, v in e.contributions.items():
@@ -307,4 +330,4 @@ class RequestAnomalyProcessor:
         return out
 
 
-__all__ = ["RequestAnomalyProcessor", "RequestScore"]
+__all__ = ["LOAD_FEATURES", "RequestAnomalyProcessor", "RequestScore"]

@@ -272,6 +272,51 @@ def test_span_series_feed_tolerates_late_spans_within_grace_and_counts_later_one
     assert count.n == 3 and count.value == 1.0
 
 
+def _gpu(util, power, sm, *, throttle=0x0):
+    from otel_llm.collectors._model import GpuSample
+
+    return lambda uuid, t: GpuSample(uuid, t, {1002: sm, 203: util, 252: 10_000.0, 155: power, 150: 60.0,
+                                               112: throttle})
+
+
+@pytest.mark.parametrize("load_features", [None, ()])
+def test_a_busy_gpu_at_normal_latency_is_explained_but_does_not_page(load_features):
+    """A traffic burst after a quiet window: every request is off the charts in GPU utilisation, SM activity
+    and power, yet served at normal latency. Each is flagged and explained; none counts toward the page
+    unless the load columns are switched off (``load_features=()``), which pages, so the rule is what holds."""
+    rng = np.random.default_rng(6)
+    quiet, busy = _gpu(3.0, 90.0, 0.05), _gpu(60.0, 390.0, 0.5)
+    state = {"fn": quiet}
+    kw = {} if load_features is None else {"load_features": load_features}
+    proc = RequestAnomalyProcessor("ecod", 0.02, refit="inline", min_fit=100, refit_every=10_000, rate_window_s=30,
+                                   rate_threshold=0.2, min_anomalies=3, emit_metrics=False,
+                                   gpu_state=lambda u, t: state["fn"](u, t), **kw)
+    for i in range(150):
+        proc.observe(_span(i, rng, gpu="GPU-1"))
+    state["fn"] = busy
+    dets, scores = [], []
+    for i in range(150, 190):
+        span = _span(i, rng, gpu="GPU-1")
+        scores.append(proc.score_span(span, learn=False))
+        dets += proc.observe(span)
+    assert all(s is not None and s.anomalous for s in scores)
+    assert all({"gpu_util", "gpu_sm_active", "gpu_power"} <= set(list(s.contributions)[:4]) for s in scores)
+    if load_features is None:
+        assert all(s.load_only and not s.counts and "not paged" in s.explanation for s in scores)
+        assert [d for d in dets if d.active] == []
+        # the same burst on a throttled GPU with stalled decode still pages, and names the throttle
+        state["fn"] = _gpu(60.0, 390.0, 0.5, throttle=0x40)
+        for i in range(190, 220):
+            dets += proc.observe(_span(i, rng, gpu="GPU-1", tpot_factor=6))
+        opened = [d for d in dets if d.active]
+        assert len(opened) == 1 and "gpu_throttle" in opened[0].contributions
+    else:
+        assert not any(s.load_only for s in scores)
+        assert len([d for d in dets if d.active]) == 1
+    with pytest.raises(ValueError, match="gpu_util"):
+        RequestAnomalyProcessor(refit="inline", emit_metrics=False, load_features=("gpu_utilisation",))
+
+
 def test_rate_alarm_waits_for_enough_scored_requests_after_the_first_fit():
     rng = np.random.default_rng(5)
     proc = RequestAnomalyProcessor("ecod", 0.02, refit="inline", min_fit=100, refit_every=10_000, rate_window_s=60,
