@@ -96,3 +96,39 @@ def test_odd_series_do_not_break_the_harness(tmp_path):
         assert len(rows) == 200
     thr = evaluate(tmp_path, "threshold")
     assert thr["event"]["detected"] == 1  # the 1e300 spike inside its window
+
+
+@pytest.mark.parametrize("stamp", [lambda i: str(i + 1), lambda i: str(1_416_726_000 + 3600 * i),
+                                   lambda i: str(1_416_726_000_000 + 3_600_000 * i)],
+                         ids=["sequence-numbers", "unix-seconds", "unix-milliseconds"])
+def test_numeric_timestamps_are_read_in_data_and_labels(tmp_path, stamp):
+    """Benchmarks converted to the NAB layout often keep numeric stamps (1, 2, 3 or unix time)."""
+    from otel_llm.evaluation.anomaly import evaluate
+    from otel_llm.evaluation.nab import load_nab
+
+    n, spike = 600, 400
+    data = tmp_path / "data" / "num"
+    data.mkdir(parents=True)
+    (tmp_path / "labels").mkdir()
+    values = [10.0 + (i * 7919 % 13) / 13.0 + (60.0 if spike <= i < spike + 3 else 0.0) for i in range(n)]
+    (data / "s.csv").write_text("timestamp,value\n" + "".join(f"{stamp(i)},{v!r}\n" for i, v in enumerate(values)))
+    window = [stamp(spike - 20), stamp(spike + 20)]
+    # windows as strings, as NAB writes them, or as JSON numbers
+    (tmp_path / "labels" / "combined_windows.json").write_text(json.dumps({"num/s.csv": [[int(w) for w in window]]}))
+    s = load_nab(tmp_path)[0]
+    assert s.windows == [(spike - 20, spike + 20)]
+    assert all(b > a for a, b in zip(s.times, s.times[1:], strict=False))
+    assert 1.0 <= s.times[1] - s.times[0] <= 3600.0
+    out = evaluate(tmp_path, "threshold", tmp_path / "res")
+    assert out["event"]["detected"] == 1 and out["nab"]["standard"] > 50
+    assert (tmp_path / "res" / "num" / "s.csv").read_text().splitlines()[1].startswith(f"{stamp(0)},")
+
+
+def test_unreadable_timestamps_name_the_file_and_the_accepted_forms(tmp_path):
+    from otel_llm.evaluation.nab import load_nab
+
+    data = tmp_path / "data" / "g"
+    data.mkdir(parents=True)
+    (data / "bad.csv").write_text("timestamp,value\nyesterday,1\nnoon,2\n")
+    with pytest.raises(ValueError, match=r"bad\.csv: cannot read the timestamp column .*2014-04-01 00:00:00"):
+        load_nab(tmp_path)

@@ -78,11 +78,32 @@ class NabSeries:
         return self.key.rsplit("/", 1)[-1]
 
 
-def _parse_times(stamps: Sequence[str]) -> list[float]:
+def _parse_times(stamps: Sequence[str | float]) -> list[float]:
+    """Unix seconds from dates (``2014-04-01 00:00:00``, ISO 8601; naive = UTC) or from numbers.
+
+    Numbers are read as unix seconds, as milliseconds when they are too large for seconds (>= 1e11), and
+    otherwise as they are: sequence numbers (``1, 2, 3``, as some benchmarks ship) become seconds, which
+    keeps their order and gaps and simply means no daily or weekly season is assumed.
+    """
     import pandas as pd
 
-    ts = pd.to_datetime(pd.Series(list(stamps)), format="mixed", utc=True)
+    s = pd.Series([str(x).strip() for x in stamps], dtype=object)
+    num = pd.to_numeric(s, errors="coerce")
+    if len(s) and num.notna().all():
+        v = num.astype(float)
+        return (v / 1000.0 if float(v.abs().max()) >= 1e11 else v).tolist()
+    ts = pd.to_datetime(s, format="mixed", utc=True)
     return (ts.astype("int64") / 1e9).tolist()
+
+
+def _read_times(stamps: Sequence[str | float], where: Path, what: str) -> list[float]:
+    try:
+        return _parse_times(stamps)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ValueError(
+            f"{where}: cannot read the {what} ({exc}); use dates such as 2014-04-01 00:00:00 (ISO 8601, naive = UTC) "
+            "or numbers (unix seconds or milliseconds, or sequence numbers) throughout"
+        ) from None
 
 
 def window_indices(times: Sequence[float], windows: Sequence[tuple[float, float]]) -> list[tuple[int, int]]:
@@ -123,9 +144,11 @@ def load_nab(root: str | Path) -> list[NabSeries]:
                     values.append(float(row["value"]))
                 except (TypeError, ValueError):
                     values.append(math.nan)
-        times = _parse_times(stamps) if stamps else []
+        times = _read_times(stamps, path, "timestamp column") if stamps else []
         wins = labels.get(key, [])
-        wtimes = list(zip(_parse_times([w[0] for w in wins]), _parse_times([w[1] for w in wins]), strict=True)) if wins else []
+        where = labels_path
+        wtimes = list(zip(_read_times([w[0] for w in wins], where, f"window starts of {key}"),
+                          _read_times([w[1] for w in wins], where, f"window ends of {key}"), strict=True)) if wins else []
         out.append(NabSeries(key, stamps, times, values, window_indices(times, wtimes)))
     return out
 
