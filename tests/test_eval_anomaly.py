@@ -132,3 +132,21 @@ def test_unreadable_timestamps_name_the_file_and_the_accepted_forms(tmp_path):
     (data / "bad.csv").write_text("timestamp,value\nyesterday,1\nnoon,2\n")
     with pytest.raises(ValueError, match=r"bad\.csv: cannot read the timestamp column .*2014-04-01 00:00:00"):
         load_nab(tmp_path)
+
+
+def test_a_series_windows_are_read_in_its_datas_timestamp_form(tmp_path):
+    """Four-digit window stamps of numeric data stay numbers (not years), and YYYYMMDD data stay dates."""
+    from otel_llm.evaluation.nab import load_nab
+
+    data = tmp_path / "data" / "g"
+    data.mkdir(parents=True)
+    (tmp_path / "labels").mkdir()
+    (data / "seq.csv").write_text("timestamp,value\n" + "".join(f"{i},{i % 7}\n" for i in range(1, 12_001)))
+    days = [f"201404{d:02d}" for d in range(1, 31)]
+    (data / "days.csv").write_text("timestamp,value\n" + "".join(f"{d},1.0\n" for d in days))
+    (tmp_path / "labels" / "combined_windows.json").write_text(json.dumps(
+        {"g/seq.csv": [[1500, 1600], ["9000", "11000"]], "g/days.csv": [["2014-04-10 00:00:00.000000", "20140412"]]}))
+    by_key = {s.key: s for s in load_nab(tmp_path)}
+    assert by_key["g/seq.csv"].windows == [(1499, 1599), (8999, 10999)]
+    d = by_key["g/days.csv"]
+    assert d.times[1] - d.times[0] == 86400.0 and d.windows == [(9, 11)]

@@ -78,31 +78,43 @@ class NabSeries:
         return self.key.rsplit("/", 1)[-1]
 
 
-def _parse_times(stamps: Sequence[str | float]) -> list[float]:
-    """Unix seconds from dates (``2014-04-01 00:00:00``, ISO 8601; naive = UTC) or from numbers.
+def _parse_times(stamps: Sequence[str | float], mode: str | None = None) -> tuple[list[float], str]:
+    """Unix seconds from dates (``2014-04-01 00:00:00``, ISO 8601; naive = UTC) or from numbers; and the mode.
 
-    Numbers are read as unix seconds, as milliseconds when they are too large for seconds (>= 1e11), and
-    otherwise as they are: sequence numbers (``1, 2, 3``, as some benchmarks ship) become seconds, which
-    keeps their order and gaps and simply means no daily or weekly season is assumed.
+    ``mode`` is ``"dates"``, ``"seconds"`` or ``"ms"``; ``None`` decides from the stamps: dates wherever
+    pandas reads them as dates (as before, so ``20140401`` stays a date), else numbers, read as unix
+    milliseconds when too large for seconds (>= 1e11) and otherwise as they are: sequence numbers
+    (``1, 2, 3``, as some benchmarks ship) become seconds, which keeps their order and gaps and simply
+    means no daily or weekly season is assumed. A series' windows are read in its data's mode.
     """
     import pandas as pd
 
     s = pd.Series([str(x).strip() for x in stamps], dtype=object)
-    num = pd.to_numeric(s, errors="coerce")
-    if len(s) and num.notna().all():
-        v = num.astype(float)
-        return (v / 1000.0 if float(v.abs().max()) >= 1e11 else v).tolist()
-    ts = pd.to_datetime(s, format="mixed", utc=True)
-    return (ts.astype("int64") / 1e9).tolist()
+    if mode is None:
+        try:
+            return _parse_times(stamps, "dates")
+        except (ValueError, TypeError, OverflowError):
+            num = pd.to_numeric(s, errors="coerce")
+            if not (len(s) and num.notna().all()):
+                raise
+            mode = "ms" if float(num.abs().max()) >= 1e11 else "seconds"
+    if mode == "dates":
+        ts = pd.to_datetime(s, format="mixed", utc=True)
+        return (ts.astype("int64") / 1e9).tolist(), mode
+    v = pd.to_numeric(s, errors="raise").astype(float)
+    return (v / 1000.0 if mode == "ms" else v).tolist(), mode
 
 
-def _read_times(stamps: Sequence[str | float], where: Path, what: str) -> list[float]:
+def _read_times(stamps: Sequence[str | float], where: Path, what: str, mode: str | None = None) -> tuple[list[float], str]:
     try:
-        return _parse_times(stamps)
+        return _parse_times(stamps, mode)
     except (ValueError, TypeError, OverflowError) as exc:
+        expected = {"dates": "dates, as in the data", "seconds": "numbers, as in the data",
+                    "ms": "numbers (milliseconds), as in the data"}.get(mode or "", "")
         raise ValueError(
             f"{where}: cannot read the {what} ({exc}); use dates such as 2014-04-01 00:00:00 (ISO 8601, naive = UTC) "
             "or numbers (unix seconds or milliseconds, or sequence numbers) throughout"
+            + (f"; expected {expected}" if expected else "")
         ) from None
 
 
@@ -144,11 +156,11 @@ def load_nab(root: str | Path) -> list[NabSeries]:
                     values.append(float(row["value"]))
                 except (TypeError, ValueError):
                     values.append(math.nan)
-        times = _read_times(stamps, path, "timestamp column") if stamps else []
+        times, mode = _read_times(stamps, path, "timestamp column") if stamps else ([], None)
         wins = labels.get(key, [])
-        where = labels_path
-        wtimes = list(zip(_read_times([w[0] for w in wins], where, f"window starts of {key}"),
-                          _read_times([w[1] for w in wins], where, f"window ends of {key}"), strict=True)) if wins else []
+        starts, _ = _read_times([w[0] for w in wins], labels_path, f"window starts of {key}", mode) if wins else ([], None)
+        ends, _ = _read_times([w[1] for w in wins], labels_path, f"window ends of {key}", mode) if wins else ([], None)
+        wtimes = list(zip(starts, ends, strict=True))
         out.append(NabSeries(key, stamps, times, values, window_indices(times, wtimes)))
     return out
 
