@@ -17,7 +17,7 @@ from otel_llm.processors._outlier import VALID_DETECTORS, OutlierDetector
 from otel_llm.processors._pointpyod import PointAnomalyDetector
 
 __all__ = [
-    "FEATURES", "GPU_FEATURES", "LOAD_FEATURES", "SPAN_FEATURES", "VALID_DETECTORS", "OutlierDetector", "PointAnomalyDetector",
-    "RequestAnomalyProcessor", "RequestScore", "gpu_features", "is_request_span", "request_features",
-    "request_series_attributes",
+    "FEATURES", "GPU_FEATURES", "LOAD_FEATURES", "SPAN_FEATURES", "VALID_DETECTORS", "OutlierDetector",
+    "PointAnomalyDetector", "RequestAnomalyProcessor", "RequestScore", "gpu_features", "is_request_span",
+    "request_features", "request_series_attributes",
 ]

@@ -90,17 +90,20 @@ def _parse_times(stamps: Sequence[str | float], mode: str | None = None) -> tupl
     import pandas as pd
 
     s = pd.Series([str(x).strip() for x in stamps], dtype=object)
+
+    def dates() -> list[float]:
+        return (pd.to_datetime(s, format="mixed", utc=True).astype("int64") / 1e9).tolist()
+
     if mode is None:
         try:
-            return _parse_times(stamps, "dates")
+            return dates(), "dates"
         except (ValueError, TypeError, OverflowError):
             num = pd.to_numeric(s, errors="coerce")
             if not (len(s) and num.notna().all()):
                 raise
             mode = "ms" if float(num.abs().max()) >= 1e11 else "seconds"
     if mode == "dates":
-        ts = pd.to_datetime(s, format="mixed", utc=True)
-        return (ts.astype("int64") / 1e9).tolist(), mode
+        return dates(), mode
     v = pd.to_numeric(s, errors="raise").astype(float)
     return (v / 1000.0 if mode == "ms" else v).tolist(), mode
 
