@@ -22,7 +22,7 @@ class PointAnomalyDetector:
     def __init__(
         self,
         detector: str = "ecod",
-        contamination: float = 0.005,
+        contamination: float = 0.002,
         *,
         window: int = 1024,
         min_fit: int = 30,

@@ -336,3 +336,17 @@ def test_rate_alarm_waits_for_enough_scored_requests_after_the_first_fit():
     assert int(opened[0].explanation.split(" of ")[1].split()[0]) >= 20
     with pytest.raises(ValueError, match="min_scored"):
         RequestAnomalyProcessor(refit="inline", emit_metrics=False, min_anomalies=5, min_scored=4)
+
+
+def test_point_detector_finds_a_spike_and_stays_near_its_contamination_on_noise():
+    """``--detector pyod`` of the harness: 2,700 scored points of Gaussian noise open about contamination x
+    points alerts (0.002 x 2,700 = 5.4; at the former 0.005 it opened 14-22), and the 12-sigma spike opens one."""
+    from otel_llm.processors._pointpyod import PointAnomalyDetector
+
+    rng = np.random.default_rng(0)
+    x = 100 + rng.normal(0, 5, 3000)
+    x[2000] += 60
+    det = PointAnomalyDetector()
+    opened = [i for i, v in enumerate(x) if det.observe(float(i), float(v))[1]]
+    assert 2000 in opened
+    assert len([i for i in opened if i >= 300 and i != 2000]) <= 10
