@@ -113,7 +113,7 @@ def test_numeric_timestamps_are_read_in_data_and_labels(tmp_path, stamp):
     values = [10.0 + (i * 7919 % 13) / 13.0 + (60.0 if spike <= i < spike + 3 else 0.0) for i in range(n)]
     (data / "s.csv").write_text("timestamp,value\n" + "".join(f"{stamp(i)},{v!r}\n" for i, v in enumerate(values)))
     window = [stamp(spike - 20), stamp(spike + 20)]
-    # windows as strings, as NAB writes them, or as JSON numbers
+    # windows as JSON numbers here (strings, as NAB writes them, in the next tests)
     (tmp_path / "labels" / "combined_windows.json").write_text(json.dumps({"num/s.csv": [[int(w) for w in window]]}))
     s = load_nab(tmp_path)[0]
     assert s.windows == [(spike - 20, spike + 20)]
