@@ -161,9 +161,8 @@ def load_nab(root: str | Path) -> list[NabSeries]:
                     values.append(math.nan)
         times, mode = _read_times(stamps, path, "timestamp column") if stamps else ([], None)
         wins = labels.get(key, [])
-        starts, _ = _read_times([w[0] for w in wins], labels_path, f"window starts of {key}", mode) if wins else ([], None)
-        ends, _ = _read_times([w[1] for w in wins], labels_path, f"window ends of {key}", mode) if wins else ([], None)
-        wtimes = list(zip(starts, ends, strict=True))
+        edges, _ = _read_times([x for w in wins for x in w[:2]], labels_path, f"windows of {key}", mode) if wins else ([], None)
+        wtimes = list(zip(edges[0::2], edges[1::2], strict=True))
         out.append(NabSeries(key, stamps, times, values, window_indices(times, wtimes)))
     return out
 
