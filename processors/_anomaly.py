@@ -75,7 +75,8 @@ class _RateSeries:
     key: str
     attributes: dict[str, str]
     events: collections.deque = field(default_factory=lambda: collections.deque(maxlen=10_000))
-    anomalous: int = 0
+    counted: int = 0
+    """Events in the window that count toward the rate (abnormal and not load-only)."""
     open: Detection | None = None
 
 
@@ -279,7 +280,6 @@ class RequestAnomalyProcessor:
 
     # ----------------------------------------------------------------- rate
     def _rate(self, attrs: dict[str, str], res: RequestScore) -> list[Detection]:
-        hit = res.counts
         if res.anomalous and self._counter is not None:
             self._counter.add(1, attrs)
         cache = tuple(sorted(attrs.items()))
@@ -288,15 +288,15 @@ class RequestAnomalyProcessor:
             if rs is None:
                 rs = self._series[cache] = _RateSeries(series_key(_SERIES_METRIC, attrs), attrs)
             rs.events.append(res)
-            rs.anomalous += hit
+            rs.counted += res.counts
             horizon = res.t - self.rate_window_s
             while rs.events and (rs.events[0].t < horizon or len(rs.events) == rs.events.maxlen):
                 old = rs.events.popleft()
-                rs.anomalous -= old.counts
+                rs.counted -= old.counts
             total = len(rs.events)
-            rate = rs.anomalous / total if total else 0.0
+            rate = rs.counted / total if total else 0.0
             out: list[Detection] = []
-            if (rs.open is None and total >= self.min_scored and rs.anomalous >= self.min_anomalies
+            if (rs.open is None and total >= self.min_scored and rs.counted >= self.min_anomalies
                     and rate > self.rate_threshold):
                 bad = [e for e in rs.events if e.counts]
                 agg: collections.Counter[str] = collections.Counter()
@@ -309,7 +309,7 @@ class RequestAnomalyProcessor:
                     severity=Severity.CRITICAL if rate > 2 * self.rate_threshold else Severity.WARNING,
                     metric=_SERIES_METRIC, attributes=dict(attrs), value=rate, band=(0.0, self.rate_threshold),
                     explanation=(
-                        f"{rs.anomalous} of {total} requests ({rate:.0%}) in the last {self.rate_window_s:g} s were "
+                        f"{rs.counted} of {total} requests ({rate:.0%}) in the last {self.rate_window_s:g} s were "
                         f"abnormal ({self.detector}, contamination {self.contamination:g}); top features: {top}. "
                         f"Example: {bad[-1].explanation}"
                     ),
