@@ -13,7 +13,13 @@ from the forecast). The rule, in order:
    band does not flap;
 4. **cooldown** -- after an alarm closes, ``cooldown`` points pass before
    another may open;
-5. optional **EWMA chart** (``ewma`` = smoothing weight, 0 = off): the
+5. **re-arm** -- for ``rearm`` points after an alarm opens (0 = off), a new
+   alarm opens only if its deviation is larger than any seen since that one
+   opened: a series that flaps or spikes again at the same size is one alert,
+   one that gets worse is a new one. With ``rearm_share`` > 0 the period is
+   that share of the points the rule has judged so far, at most ``rearm``, so
+   a young series re-arms quickly;
+6. optional **EWMA chart** (``ewma`` = smoothing weight, 0 = off): the
    exponentially weighted mean of z, divided by its stationary standard
    deviation ``sqrt(ewma / (2 - ewma))``, counts like a point z, so a sustained
    small shift is caught before any single point crosses the threshold.
@@ -41,6 +47,8 @@ class AlarmPolicy:
     direction: str = "both"
     ewma: float = 0.0
     instant: float = 0.0
+    rearm: int = 0
+    rearm_share: float = 0.0
 
     def validate(self) -> AlarmPolicy:
         if self.direction not in VALID_DIRECTIONS:
@@ -59,13 +67,20 @@ class AlarmPolicy:
             raise ValueError(f"instant must be 0 (off) or >= threshold={self.threshold}, got {self.instant}")
         if self.cooldown < 0:
             raise ValueError(f"cooldown must be >= 0 points, got {self.cooldown}")
+        if self.rearm < 0:
+            raise ValueError(f"rearm must be >= 0 points (0 = off), got {self.rearm}")
+        if not (0.0 <= self.rearm_share <= 1.0):
+            raise ValueError(f"rearm_share must be in [0, 1] (0 = a fixed rearm period), got {self.rearm_share}")
         return self
 
 
 class AlarmRule:
     """Per-series state of an :class:`AlarmPolicy`. ``step(z)`` returns NONE, OPENED or CLOSED."""
 
-    __slots__ = ("_p", "_ring", "_pos", "hits", "active", "calm", "cooldown_left", "peak", "hit", "zbar", "_zs")
+    __slots__ = (
+        "_p", "_ring", "_pos", "hits", "active", "calm", "cooldown_left", "peak", "hit", "zbar", "_zs", "steps",
+        "rearm_left", "worst",
+    )
 
     def __init__(self, policy: AlarmPolicy) -> None:
         self._p = policy
@@ -78,6 +93,12 @@ class AlarmRule:
         self.peak = 0.0
         self.hit = False
         self.zbar = 0.0
+        self.steps = 0
+        """Points judged so far."""
+        self.rearm_left = 0
+        """Points left in the re-arm period of the last alarm that opened."""
+        self.worst = 0.0
+        """Largest effective z since the last alarm opened (for re-arm)."""
         self._zs = (policy.ewma / (2.0 - policy.ewma)) ** 0.5 if policy.ewma > 0 else 0.0
 
     def effective(self, z: float) -> float:
@@ -93,6 +114,13 @@ class AlarmRule:
             eb = abs(zb) if p.direction == "both" else (zb if p.direction == "up" else -zb)
             if eb > e:
                 e = eb
+        self.steps += 1
+        worst = self.worst
+        rearming = self.rearm_left > 0
+        if rearming:
+            self.rearm_left -= 1
+            if e > worst:
+                self.worst = e
         hit = e >= p.threshold
         self.hit = hit
         ring = self._ring
@@ -116,9 +144,15 @@ class AlarmRule:
             self.cooldown_left -= 1
             return NONE
         if self.hits >= p.k or (p.instant and e >= p.instant):
+            if rearming and e <= worst:
+                return NONE  # re-arming: no worse than the alert that just fired
             self.active = True
             self.calm = 0
             self.peak = e
+            if p.rearm:
+                share = p.rearm_share
+                self.rearm_left = min(p.rearm, int(share * self.steps)) if share else p.rearm
+                self.worst = e
             return OPENED
         return NONE
 

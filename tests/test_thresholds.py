@@ -115,6 +115,44 @@ def test_hysteresis_and_cooldown():
     assert rule.step(10) == OPENED
 
 
+@pytest.mark.parametrize("rearm", [0, 10])
+def test_rearm_holds_back_an_alert_no_worse_than_the_last_one(rearm):
+    rule = AlarmRule(AlarmPolicy(threshold=3, recover=1, recover_n=1, instant=5, rearm=rearm).validate())
+    assert rule.step(6) == OPENED
+    assert rule.step(0) == CLOSED
+    events = [rule.step(z) for z in (0, 6, 0, 0)]  # the same spike again, 3 points later
+    if not rearm:
+        assert events == [NONE, OPENED, CLOSED, NONE]
+        return
+    assert events == [NONE] * 4  # held back: no worse than the 6 that opened the last alert
+    assert rule.step(7) == OPENED  # worse: a new alert at once, inside the period
+    assert [rule.step(z) for z in [0] * 9] == [CLOSED] + [NONE] * 8
+    assert rule.step(6) == NONE  # the 10th point after the 7: still inside the period
+    rule = AlarmRule(AlarmPolicy(threshold=3, recover=1, recover_n=1, instant=5, rearm=rearm).validate())
+    assert [rule.step(z) for z in (6, 0)] == [OPENED, CLOSED]
+    assert [rule.step(0) for _ in range(9)] == [NONE] * 9
+    assert rule.step(6) == OPENED  # the period is over
+
+
+def test_rearm_share_scales_the_period_with_the_points_judged():
+    rule = AlarmRule(AlarmPolicy(threshold=3, recover=1, recover_n=1, instant=5, rearm=50,
+                                 rearm_share=0.1).validate())
+    for _ in range(39):
+        assert rule.step(0) == NONE
+    assert rule.step(6) == OPENED  # 40th point: a period of int(0.1 * 40) = 4
+    assert [rule.step(z) for z in (0, 0, 6)] == [CLOSED, NONE, NONE]  # inside it: held back
+    assert [rule.step(z) for z in (0, 6)] == [NONE, OPENED]  # the 5th point after it: over
+    for _ in range(1000):
+        rule.step(0)
+    assert rule.step(6) == OPENED
+    assert [rule.step(z) for z in [0] * 49 + [6]][-1] == NONE  # capped at rearm=50, not 0.1 * 1000
+    assert rule.step(6) == OPENED
+    with pytest.raises(ValueError, match="rearm must be >= 0"):
+        AlarmPolicy(rearm=-1).validate()
+    with pytest.raises(ValueError, match="rearm_share must be in"):
+        AlarmPolicy(rearm_share=2).validate()
+
+
 def test_direction_up_ignores_drops():
     rule = AlarmRule(AlarmPolicy(threshold=3, direction="up").validate())
     assert rule.step(-10) == NONE
