@@ -150,3 +150,42 @@ def test_a_series_windows_are_read_in_its_datas_timestamp_form(tmp_path):
     assert by_key["g/seq.csv"].windows == [(1499, 1599), (8999, 10999)]
     d = by_key["g/days.csv"]
     assert d.times[1] - d.times[0] == 86400.0 and d.windows == [(9, 11)]
+
+
+def test_the_harness_default_re_arms_so_a_repeating_spike_is_not_paged_every_time():
+    """Routine spikes of one size page once per re-arm period; a larger one pages at once."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from otel_llm.evaluation.anomaly import default_threshold_config, run_threshold
+    from otel_llm.evaluation.nab import NabSeries
+
+    rng = np.random.default_rng(3)
+    values = 10 + rng.normal(0, 0.5, 3000)
+    spikes = list(range(1000, 2900, 15))
+    values[spikes] += 8.0
+    values[2950] += 16.0  # twice the size: worse than anything since the last page
+    times = [60.0 * i for i in range(3000)]
+    s = NabSeries("g/s.csv", [str(t) for t in times], times, [float(v) for v in values])
+    cfg = default_threshold_config()
+    assert cfg.policy.rearm > 0 and cfg.policy.rearm_share > 0
+    _, rearmed = run_threshold(s, cfg)
+    _, every = run_threshold(s, replace(cfg, policy=replace(cfg.policy, rearm=0)))
+    assert rearmed[2950] == 1 and every[2950] == 1
+    assert sum(every[i] for i in spikes) > 1.5 * sum(rearmed[i] for i in spikes) > 0
+    assert sum(rearmed) < sum(every)
+
+
+def test_the_nab_like_artificial_set_is_one_sparse_window_per_series(tmp_path):
+    import runpy
+
+    from otel_llm.evaluation.nab import load_nab
+
+    script = Path(__file__).parent.parent / "scripts" / "nab_like_artificial.py"
+    assert runpy.run_path(str(script))["write"](tmp_path) == 24
+    series = load_nab(tmp_path)
+    assert len(series) == 24 and {len(s.values) for s in series} == {4032}
+    for s in series:
+        (a, b), = s.windows
+        assert b - a == 402  # 10 % of the rows, NAB's window width for one anomaly
