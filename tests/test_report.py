@@ -137,3 +137,25 @@ def test_report_dom_in_chromium_has_the_plot_elements(report, require, tmp_path)
     assert dom.count("<svg") == 5
     assert dom.count("<path") > 100
     assert "Incidents and root-cause rankings" in dom
+
+
+def test_a_detection_during_one_fault_does_not_count_for_the_next_that_follows_it():
+    """The 2 s lead before a fault stops at the previous fault's interval (adjacent faults in the test demo)."""
+    from otel_llm.demo import Fault
+
+    faults = [Fault("slow_dependency", 11.0, 17.0, {"service": "retrieval", "factor": 12.0}),
+              Fault("gpu_xid", 17.0, 22.0, {"gpu": 1, "xid": 79})]
+
+    def det(t: float, series: str) -> Detection:
+        return Detection(kind="threshold", series=series, start=T0 + t, severity=Severity.WARNING, score=0.8)
+
+    during_first = det(16.7, "retrieval duration")  # 0.3 s before the XID, while the slowdown is on
+    gpu = det(17.4, "hw.status")
+    card = score_run(faults=faults, detections=[det(12.0, "ttft"), during_first, gpu], rca=[], gpu_uuids=GPUS,
+                     t0=T0, duration_s=30.0, speedup=4.0)
+    first, xid = card["faults"]
+    assert first["detections"] == 2 and xid["detections"] == 1
+    assert xid["first_detection"]["series"] == "hw.status" and xid["delay_s"] == pytest.approx(0.4)
+    lone = score_run(faults=faults[1:], detections=[during_first, gpu], rca=[], gpu_uuids=GPUS, t0=T0,
+                     duration_s=30.0, speedup=4.0)
+    assert lone["faults"][0]["delay_s"] == pytest.approx(-0.3)  # with no fault before it, the lead still applies

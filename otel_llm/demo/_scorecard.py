@@ -4,7 +4,9 @@ Rules (stated in the report too):
 
 * a fault is **detected** by the first detection that opens in
   ``[start - 2 s, min(end + grace, next fault start))`` (``grace`` 15 s: queues
-  drain after a fault ends); its **delay** is that detection's start minus the
+  drain after a fault ends), the 2 s lead (a request that started just before
+  the fault and suffered it) never reaching back into the previous fault's
+  interval: one detection counts for one fault; its **delay** is that detection's start minus the
   fault's start, in demo seconds; the target is delay <= 60 s;
 * its **RCA** is the last ranking computed, while the fault was active (or up
   to ``grace`` after, before the next fault), for the incident that the fault's
@@ -57,9 +59,11 @@ def score_run(*, faults: Sequence[Fault], detections: Sequence[Detection], rca: 
         for d in inc.detections:
             incident_of[(d.kind, d.series, d.start)] = inc.id
     per_fault: list[dict[str, Any]] = []
+    prev_hi = -float("inf")
     for i, f in enumerate(faults):
         nxt = faults[i + 1].start if i + 1 < len(faults) else duration_s + GRACE_S
-        lo, hi = f.start - 2.0, min(f.end + GRACE_S, nxt)
+        lo, hi = max(f.start - 2.0, prev_hi), min(f.end + GRACE_S, nxt)
+        prev_hi = hi
         hits = sorted((d for d in detections if lo <= d.start - t0 < hi), key=lambda d: d.start)
         truth = f.root_cause(gpu_uuids)
         first = hits[0] if hits else None
