@@ -19,7 +19,14 @@ from the forecast). The rule, in order:
    one that gets worse is a new one. With ``rearm_share`` > 0 the period is
    that share of the points the rule has judged so far, at most ``rearm``, so
    a young series re-arms quickly;
-6. optional **EWMA chart** (``ewma`` = smoothing weight, 0 = off): the
+6. **rarity of lone points** -- with ``instant_rarity`` R > 0, once the rule
+   has judged 2R points, a single point past ``instant`` opens an alarm only
+   if at most one in R of the points judged so far reached its size (counted
+   outside alarms, on a log histogram of 5 %-wide bins above ``threshold``):
+   a series whose routine spikes are that large stops paging on each of
+   them, while a spike larger than those still pages at once. Persistence
+   (``k`` of ``n``) is not affected;
+7. optional **EWMA chart** (``ewma`` = smoothing weight, 0 = off): the
    exponentially weighted mean of z, divided by its stationary standard
    deviation ``sqrt(ewma / (2 - ewma))``, counts like a point z, so a sustained
    small shift is caught before any single point crosses the threshold.
@@ -30,6 +37,7 @@ call :meth:`AlarmRule.step` before a band exists.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 NONE, OPENED, CLOSED = 0, 1, -1
@@ -49,6 +57,7 @@ class AlarmPolicy:
     instant: float = 0.0
     rearm: int = 0
     rearm_share: float = 0.0
+    instant_rarity: int = 0
 
     def validate(self) -> AlarmPolicy:
         if self.direction not in VALID_DIRECTIONS:
@@ -71,7 +80,14 @@ class AlarmPolicy:
             raise ValueError(f"rearm must be >= 0 points (0 = off), got {self.rearm}")
         if not (0.0 <= self.rearm_share <= 1.0):
             raise ValueError(f"rearm_share must be in [0, 1] (0 = a fixed rearm period), got {self.rearm_share}")
+        if self.instant_rarity < 0:
+            raise ValueError(f"instant_rarity must be >= 0 points (0 = off), got {self.instant_rarity}")
         return self
+
+
+_TAIL_BINS = 160
+"""Bins of the |z| histogram behind ``instant_rarity``: 5 % wide from ``threshold`` up (~2,500x; larger is one bin)."""
+_TAIL_INV = 1.0 / math.log(1.05)
 
 
 class AlarmRule:
@@ -79,7 +95,7 @@ class AlarmRule:
 
     __slots__ = (
         "_p", "_ring", "_pos", "hits", "active", "calm", "cooldown_left", "peak", "hit", "zbar", "_zs", "steps",
-        "rearm_left", "worst",
+        "rearm_left", "worst", "_tail",
     )
 
     def __init__(self, policy: AlarmPolicy) -> None:
@@ -99,7 +115,20 @@ class AlarmRule:
         """Points left in the re-arm period of the last alarm that opened."""
         self.worst = 0.0
         """Largest effective z since the last alarm opened (for re-arm)."""
+        self._tail = [0] * _TAIL_BINS if policy.instant_rarity else None
+        """Points judged outside alarms, by |z| bin above the threshold (for ``instant_rarity``)."""
         self._zs = (policy.ewma / (2.0 - policy.ewma)) ** 0.5 if policy.ewma > 0 else 0.0
+
+    def _rare(self, bin_: int) -> bool:
+        """At most one in ``instant_rarity`` of the points judged so far reached this |z| bin (itself aside)?"""
+        r = self._p.instant_rarity
+        if self.steps < 2 * r:
+            return True  # too few points to know what is routine
+        tail = self._tail
+        reached = -1
+        for i in range(bin_, _TAIL_BINS):
+            reached += tail[i]
+        return reached * r <= self.steps
 
     def effective(self, z: float) -> float:
         d = self._p.direction
@@ -143,7 +172,16 @@ class AlarmRule:
         if self.cooldown_left > 0:
             self.cooldown_left -= 1
             return NONE
-        if self.hits >= p.k or (p.instant and e >= p.instant):
+        lone = p.instant and e >= p.instant
+        tail = self._tail
+        if tail is not None and hit:
+            b = int(math.log(e / p.threshold) * _TAIL_INV)
+            if b >= _TAIL_BINS:
+                b = _TAIL_BINS - 1
+            tail[b] += 1
+            if lone and b < _TAIL_BINS - 1:
+                lone = self._rare(b)
+        if self.hits >= p.k or lone:
             if rearming and e <= worst:
                 return NONE  # re-arming: no worse than the alert that just fired
             self.active = True

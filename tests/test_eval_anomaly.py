@@ -170,11 +170,39 @@ def test_the_harness_default_re_arms_so_a_repeating_spike_is_not_paged_every_tim
     s = NabSeries("g/s.csv", [str(t) for t in times], times, [float(v) for v in values])
     cfg = default_threshold_config()
     assert cfg.policy.rearm > 0 and cfg.policy.rearm_share > 0
+    cfg = replace(cfg, policy=replace(cfg.policy, instant_rarity=0))  # re-arm alone (rarity: the next test)
     _, rearmed = run_threshold(s, cfg)
     _, every = run_threshold(s, replace(cfg, policy=replace(cfg.policy, rearm=0)))
     assert rearmed[2950] == 1 and every[2950] == 1
     assert sum(every[i] for i in spikes) > 1.5 * sum(rearmed[i] for i in spikes) > 0
     assert sum(rearmed) < sum(every)
+
+
+def test_the_harness_default_stops_paging_on_lone_spikes_the_series_shows_routinely():
+    """Spikes of a size seen every ~40 points stop paging once 1,000 points are judged; a far larger one pages."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from otel_llm.evaluation.anomaly import default_threshold_config, run_threshold
+    from otel_llm.evaluation.nab import NabSeries
+
+    rng = np.random.default_rng(5)
+    values = 10 + rng.normal(0, 0.5, 6000)
+    spikes = list(range(200, 5900, 40))
+    values[spikes] += rng.uniform(6.0, 9.0, len(spikes))
+    values[5950] += 30.0
+    times = [60.0 * i for i in range(6000)]
+    s = NabSeries("g/s.csv", [str(t) for t in times], times, [float(v) for v in values])
+    cfg = default_threshold_config()
+    assert cfg.policy.instant_rarity > 0
+    _, rare = run_threshold(s, cfg)
+    _, every = run_threshold(s, replace(cfg, policy=replace(cfg.policy, instant_rarity=0)))
+    assert rare[5950] == 1 and every[5950] == 1
+    late = [i for i in spikes if i > 2000]  # well past the 2 x 500 points the rarity needs
+    assert sum(every[i] for i in late) >= 10
+    assert sum(rare[i] for i in late) <= 1
+    assert sum(rare[i] for i in spikes if i < 800) == sum(every[i] for i in spikes if i < 800) > 0  # young: unchanged
 
 
 def test_the_nab_like_artificial_set_is_one_sparse_window_per_series(tmp_path):

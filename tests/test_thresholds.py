@@ -134,6 +134,26 @@ def test_rearm_holds_back_an_alert_no_worse_than_the_last_one(rearm):
     assert rule.step(6) == OPENED  # the period is over
 
 
+@pytest.mark.parametrize("rarity", [0, 50])
+def test_instant_rarity_stops_a_routine_lone_spike_from_paging(rarity):
+    """Once 2R points are judged, a lone point pages only if at most 1 in R points reached its size."""
+    policy = AlarmPolicy(threshold=3, k=2, n=3, recover=1, recover_n=1, instant=5, instant_rarity=rarity)
+    rule = AlarmRule(policy.validate())
+    opened = [i for i in range(1, 1011) if rule.step(8.0 if i % 25 == 0 else 0.0) == OPENED]
+    if not rarity:
+        assert len(opened) == 40  # every routine spike pages
+    else:
+        # at point 100 (2R judged) three 8s came before it: more than 100 / 50 = 2, so it is routine
+        assert opened == [25, 50, 75]
+    assert rule.step(8.2) == (OPENED if not rarity else NONE)  # in the same 5 % bin as the routine 8s
+    assert rule.step(0) == (CLOSED if not rarity else NONE)
+    assert rule.step(20.0) == OPENED  # larger than anything routine: pages at once
+    assert rule.step(0) == CLOSED
+    assert [rule.step(z) for z in (0, 4, 4)] == [NONE, NONE, OPENED]  # persistence (2 of 3) is not affected
+    with pytest.raises(ValueError, match="instant_rarity must be >= 0"):
+        AlarmPolicy(instant_rarity=-1).validate()
+
+
 def test_rearm_share_scales_the_period_with_the_points_judged():
     rule = AlarmRule(AlarmPolicy(threshold=3, recover=1, recover_n=1, instant=5, rearm=50,
                                  rearm_share=0.1).validate())
