@@ -19,13 +19,15 @@ from the forecast). The rule, in order:
    one that gets worse is a new one. With ``rearm_share`` > 0 the period is
    that share of the points the rule has judged so far, at most ``rearm``, so
    a young series re-arms quickly;
-6. **rarity of lone points** -- with ``instant_rarity`` R > 0, once the rule
-   has judged 2R points, a single point past ``instant`` opens an alarm only
-   if at most one in R of the points judged so far reached its size (counted
-   outside alarms, on a log histogram of 5 %-wide bins above ``threshold``):
-   a series whose routine spikes are that large stops paging on each of
-   them, while a spike larger than those still pages at once. Persistence
-   (``k`` of ``n``) is not affected;
+6. **rarity** -- with ``rarity`` R > 0, once the rule has judged 2R points, a
+   single point past ``instant`` opens an alarm only if at most one in R of
+   the points judged so far reached its size, and a run of ``k`` of ``n`` hits
+   only if at most one in R of them sat in a run at least as large (its k-th
+   largest |z|), unless it has lasted ``RUN_ESCAPE`` points. Both are counted
+   outside alarms, on log histograms of 5 %-wide bins above ``threshold``. A
+   series whose routine spikes or bursts are that large stops paging on each
+   of them; a larger one still pages at once, and a deviation that stays
+   pages when it has lasted;
 7. optional **EWMA chart** (``ewma`` = smoothing weight, 0 = off): the
    exponentially weighted mean of z, divided by its stationary standard
    deviation ``sqrt(ewma / (2 - ewma))``, counts like a point z, so a sustained
@@ -57,7 +59,7 @@ class AlarmPolicy:
     instant: float = 0.0
     rearm: int = 0
     rearm_share: float = 0.0
-    instant_rarity: int = 0
+    rarity: int = 0
 
     def validate(self) -> AlarmPolicy:
         if self.direction not in VALID_DIRECTIONS:
@@ -80,14 +82,17 @@ class AlarmPolicy:
             raise ValueError(f"rearm must be >= 0 points (0 = off), got {self.rearm}")
         if not (0.0 <= self.rearm_share <= 1.0):
             raise ValueError(f"rearm_share must be in [0, 1] (0 = a fixed rearm period), got {self.rearm_share}")
-        if self.instant_rarity < 0:
-            raise ValueError(f"instant_rarity must be >= 0 points (0 = off), got {self.instant_rarity}")
+        if self.rarity < 0:
+            raise ValueError(f"rarity must be >= 0 points (0 = off), got {self.rarity}")
         return self
 
 
 _TAIL_BINS = 160
-"""Bins of the |z| histogram behind ``instant_rarity``: 5 % wide from ``threshold`` up (~2,500x; larger is one bin)."""
+"""Bins of the |z| histograms behind ``rarity``: 5 % wide from ``threshold`` up (~2,500x; larger is one bin)."""
 _TAIL_INV = 1.0 / math.log(1.05)
+_TAIL_TOP = 1.05 ** (_TAIL_BINS - 1)
+RUN_ESCAPE = 8
+"""A run of hits that has lasted this many points opens an alarm however routine its size (``rarity``)."""
 
 
 class AlarmRule:
@@ -95,7 +100,7 @@ class AlarmRule:
 
     __slots__ = (
         "_p", "_ring", "_pos", "hits", "active", "calm", "cooldown_left", "peak", "hit", "zbar", "_zs", "steps",
-        "rearm_left", "worst", "_tail",
+        "rearm_left", "worst", "_lone", "_runs", "_es", "_runlen",
     )
 
     def __init__(self, policy: AlarmPolicy) -> None:
@@ -115,19 +120,28 @@ class AlarmRule:
         """Points left in the re-arm period of the last alarm that opened."""
         self.worst = 0.0
         """Largest effective z since the last alarm opened (for re-arm)."""
-        self._tail = [0] * _TAIL_BINS if policy.instant_rarity else None
-        """Points judged outside alarms, by |z| bin above the threshold (for ``instant_rarity``)."""
+        rare = policy.rarity > 0
+        self._lone = [0] * _TAIL_BINS if rare else None
+        """Hits judged outside alarms, by |z| bin (for ``rarity``)."""
+        self._runs = [0] * _TAIL_BINS if rare else None
+        """Points judged outside alarms with k of the last n hits, by the k-th largest |z|'s bin (for ``rarity``)."""
+        self._es = [0.0] * policy.n if rare else None
+        self._runlen = 0
         self._zs = (policy.ewma / (2.0 - policy.ewma)) ** 0.5 if policy.ewma > 0 else 0.0
 
-    def _rare(self, bin_: int) -> bool:
-        """At most one in ``instant_rarity`` of the points judged so far reached this |z| bin (itself aside)?"""
-        r = self._p.instant_rarity
+    def _rare(self, hist: list[int], e: float) -> bool:
+        """Count ``e`` in ``hist``; did at most one in ``rarity`` of the points judged so far reach its bin?"""
+        t = self._p.threshold
+        b = int(math.log(e / t) * _TAIL_INV) if t <= e < t * _TAIL_TOP else _TAIL_BINS - 1
+        hist[b] += 1
+        if b == _TAIL_BINS - 1:
+            return True  # off the scale (or not a number): never routine
+        r = self._p.rarity
         if self.steps < 2 * r:
             return True  # too few points to know what is routine
-        tail = self._tail
-        reached = -1
-        for i in range(bin_, _TAIL_BINS):
-            reached += tail[i]
+        reached = -1  # itself aside
+        for i in range(b, _TAIL_BINS):
+            reached += hist[i]
         return reached * r <= self.steps
 
     def effective(self, z: float) -> float:
@@ -156,6 +170,9 @@ class AlarmRule:
         pos = self._pos
         self.hits += hit - ring[pos]
         ring[pos] = hit
+        es = self._es
+        if es is not None:
+            es[pos] = e
         self._pos = pos + 1 if pos + 1 < p.n else 0
         if self.active:
             if e > self.peak:
@@ -173,19 +190,23 @@ class AlarmRule:
             self.cooldown_left -= 1
             return NONE
         lone = p.instant and e >= p.instant
-        tail = self._tail
-        if tail is not None and hit:
-            b = int(math.log(e / p.threshold) * _TAIL_INV)
-            if b >= _TAIL_BINS:
-                b = _TAIL_BINS - 1
-            tail[b] += 1
-            if lone and b < _TAIL_BINS - 1:
-                lone = self._rare(b)
-        if self.hits >= p.k or lone:
+        run = self.hits >= p.k
+        if es is not None:  # rarity: routine spikes and bursts of this series do not page
+            if hit:
+                rare = self._rare(self._lone, e)
+                lone = lone and rare
+            if run:
+                self._runlen += 1
+                m = sorted(es, reverse=True)[p.k - 1]  # the run's level: its k-th largest |z|
+                run = self._rare(self._runs, m) or self._runlen >= RUN_ESCAPE
+            else:
+                self._runlen = 0
+        if run or lone:
             if rearming and e <= worst:
                 return NONE  # re-arming: no worse than the alert that just fired
             self.active = True
             self.calm = 0
+            self._runlen = 0
             self.peak = e
             if p.rearm:
                 share = p.rearm_share
@@ -195,4 +216,4 @@ class AlarmRule:
         return NONE
 
 
-__all__ = ["CLOSED", "NONE", "OPENED", "VALID_DIRECTIONS", "AlarmPolicy", "AlarmRule"]
+__all__ = ["CLOSED", "NONE", "OPENED", "RUN_ESCAPE", "VALID_DIRECTIONS", "AlarmPolicy", "AlarmRule"]

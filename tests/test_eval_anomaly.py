@@ -170,7 +170,7 @@ def test_the_harness_default_re_arms_so_a_repeating_spike_is_not_paged_every_tim
     s = NabSeries("g/s.csv", [str(t) for t in times], times, [float(v) for v in values])
     cfg = default_threshold_config()
     assert cfg.policy.rearm > 0 and cfg.policy.rearm_share > 0
-    cfg = replace(cfg, policy=replace(cfg.policy, instant_rarity=0))  # re-arm alone (rarity: the next test)
+    cfg = replace(cfg, policy=replace(cfg.policy, rarity=0))  # re-arm alone (rarity: the next test)
     _, rearmed = run_threshold(s, cfg)
     _, every = run_threshold(s, replace(cfg, policy=replace(cfg.policy, rearm=0)))
     assert rearmed[2950] == 1 and every[2950] == 1
@@ -195,9 +195,9 @@ def test_the_harness_default_stops_paging_on_lone_spikes_the_series_shows_routin
     times = [60.0 * i for i in range(6000)]
     s = NabSeries("g/s.csv", [str(t) for t in times], times, [float(v) for v in values])
     cfg = default_threshold_config()
-    assert cfg.policy.instant_rarity > 0
+    assert cfg.policy.rarity > 0
     _, rare = run_threshold(s, cfg)
-    _, every = run_threshold(s, replace(cfg, policy=replace(cfg.policy, instant_rarity=0)))
+    _, every = run_threshold(s, replace(cfg, policy=replace(cfg.policy, rarity=0)))
     assert rare[5950] == 1 and every[5950] == 1
     late = [i for i in spikes if i > 2000]  # well past the 2 x 500 points the rarity needs
     assert sum(every[i] for i in late) >= 10

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 from otel_llm.processors import _forecast
-from otel_llm.processors._alarm import CLOSED, NONE, OPENED, AlarmPolicy, AlarmRule
+from otel_llm.processors._alarm import CLOSED, NONE, OPENED, RUN_ESCAPE, AlarmPolicy, AlarmRule
 from otel_llm.processors._forecast import VALID_MODELS, BandForecaster, check_levels, forecast
 from otel_llm.processors._thresholds import ThresholdConfig, ThresholdProcessor, is_heavy_tailed
 
@@ -135,9 +135,9 @@ def test_rearm_holds_back_an_alert_no_worse_than_the_last_one(rearm):
 
 
 @pytest.mark.parametrize("rarity", [0, 50])
-def test_instant_rarity_stops_a_routine_lone_spike_from_paging(rarity):
+def test_rarity_stops_a_routine_lone_spike_from_paging(rarity):
     """Once 2R points are judged, a lone point pages only if at most 1 in R points reached its size."""
-    policy = AlarmPolicy(threshold=3, k=2, n=3, recover=1, recover_n=1, instant=5, instant_rarity=rarity)
+    policy = AlarmPolicy(threshold=3, k=2, n=3, recover=1, recover_n=1, instant=5, rarity=rarity)
     rule = AlarmRule(policy.validate())
     opened = [i for i in range(1, 1011) if rule.step(8.0 if i % 25 == 0 else 0.0) == OPENED]
     if not rarity:
@@ -149,9 +149,22 @@ def test_instant_rarity_stops_a_routine_lone_spike_from_paging(rarity):
     assert rule.step(0) == (CLOSED if not rarity else NONE)
     assert rule.step(20.0) == OPENED  # larger than anything routine: pages at once
     assert rule.step(0) == CLOSED
-    assert [rule.step(z) for z in (0, 4, 4)] == [NONE, NONE, OPENED]  # persistence (2 of 3) is not affected
-    with pytest.raises(ValueError, match="instant_rarity must be >= 0"):
-        AlarmPolicy(instant_rarity=-1).validate()
+    assert [rule.step(z) for z in (0, 4, 4)] == [NONE, NONE, OPENED]  # a run of 2 of 3: a size never seen in a run
+    with pytest.raises(ValueError, match="rarity must be >= 0"):
+        AlarmPolicy(rarity=-1).validate()
+
+
+def test_rarity_stops_a_routine_burst_from_paging_but_not_a_larger_one_or_a_shift_that_lasts():
+    rule = AlarmRule(AlarmPolicy(threshold=3, k=2, n=3, recover=1, recover_n=1, rarity=50).validate())
+    # a 2-point burst every 25 points: a run of 2 of 3 hits at 6 sigmas
+    opened = [i for i in range(1, 1011) if rule.step(6.0 if i % 25 in (0, 1) else 0.0) == OPENED]
+    assert opened == [26, 51, 76]  # from point 100 (2R judged) on, bursts of that size are routine
+    assert [rule.step(z) for z in (12, 12, 0)] == [NONE, OPENED, CLOSED]  # a larger burst pages at once
+    assert [rule.step(0) for _ in range(2)] == [NONE, NONE]
+    shift = [rule.step(6.0) for _ in range(RUN_ESCAPE + 1)]  # routine size, but it lasts
+    assert shift == [NONE] * RUN_ESCAPE + [OPENED]
+    off = AlarmRule(AlarmPolicy(threshold=3, k=2, n=3, recover=1, recover_n=1).validate())
+    assert len([i for i in range(1, 1011) if off.step(6.0 if i % 25 in (0, 1) else 0.0) == OPENED]) == 40
 
 
 def test_rearm_share_scales_the_period_with_the_points_judged():

@@ -44,7 +44,7 @@ def default_threshold_config():
     return ThresholdConfig(
         refit="inline", model="robust", log_scale="off", history=8192, tail_scale=1.5,
         policy=AlarmPolicy(threshold=3.5, k=2, n=3, instant=5.0, recover=1.5, rearm=1000, rearm_share=0.02,
-                           instant_rarity=500),
+                           rarity=500),
     )
 
 
