@@ -157,8 +157,10 @@ class ThresholdConfig:
             kw["season_length"] = env_int(ev.OTEL_LLM_THRESHOLD_SEASON_LENGTH, None, None, minimum=2)
         if "policy" not in overrides:
             z = env_float(ev.OTEL_LLM_THRESHOLD_Z, None, None, minimum=0.1)
-            if z is not None:
-                kw["policy"] = AlarmPolicy(k=2, n=3, threshold=z, recover=min(AlarmPolicy.recover, z))
+            rarity = env_int(ev.OTEL_LLM_THRESHOLD_RARITY, None, None, minimum=0)
+            if z is not None or rarity is not None:
+                z = AlarmPolicy.threshold if z is None else z
+                kw["policy"] = AlarmPolicy(k=2, n=3, threshold=z, recover=min(AlarmPolicy.recover, z), rarity=rarity or 0)
         return cls(**{**kw, **overrides}).validate()
 
     @property

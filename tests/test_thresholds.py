@@ -359,6 +359,16 @@ def test_env_configuration_precedence_and_errors(monkeypatch):
     cfg = ThresholdConfig.from_env()
     assert (cfg.model, cfg.levels, cfg.alarm_level, cfg.policy.threshold) == ("robust", (90.0, 99.0), 99.0, 3.0)
     assert ThresholdConfig.from_env(model="auto_ets").model == "auto_ets"  # argument wins
+    assert cfg.policy.rarity == 0  # off unless asked for
+    monkeypatch.setenv("OTEL_LLM_THRESHOLD_RARITY", "500")
+    cfg = ThresholdConfig.from_env()
+    assert (cfg.policy.rarity, cfg.policy.threshold, cfg.policy.k, cfg.policy.n) == (500, 3.0, 2, 3)
+    monkeypatch.delenv("OTEL_LLM_THRESHOLD_Z")
+    assert ThresholdConfig.from_env().policy.threshold == ThresholdConfig().policy.threshold
+    monkeypatch.setenv("OTEL_LLM_THRESHOLD_RARITY", "-1")
+    with pytest.raises(ValueError, match="OTEL_LLM_THRESHOLD_RARITY"):
+        ThresholdConfig.from_env()
+    monkeypatch.delenv("OTEL_LLM_THRESHOLD_RARITY")
     monkeypatch.setenv("OTEL_LLM_THRESHOLD_MODEL", "prophet")
     with pytest.raises(ValueError, match="OTEL_LLM_THRESHOLD_MODEL.*auto_ets, mstl, robust"):
         ThresholdConfig.from_env()
