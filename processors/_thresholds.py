@@ -59,6 +59,10 @@ DEFAULT_LIMITS: Mapping[str, float] = {
 }
 
 
+_ONLINE_POLICY = AlarmPolicy(k=2, n=3)
+"""The online alarm rule (2 of 3 past 4.5); ``OTEL_LLM_THRESHOLD_Z`` / ``_RARITY`` change fields of it."""
+
+
 @dataclass(frozen=True)
 class ThresholdConfig:
     """Settings of :class:`ThresholdProcessor`; ``validate()`` raises ValueError listing valid choices."""
@@ -102,7 +106,7 @@ class ThresholdConfig:
     refit, in model space."""
     robust_window: int = 256
     """Points the rolling-quantile band (model ``robust`` and the fallback) looks back over."""
-    policy: AlarmPolicy = field(default_factory=lambda: AlarmPolicy(k=2, n=3))
+    policy: AlarmPolicy = _ONLINE_POLICY
     """Online default: 2 of the last 3 points past 4.5 band-sigmas (one noisy interval never pages)."""
     limits: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     breach_horizon_s: float = 900.0
@@ -158,9 +162,12 @@ class ThresholdConfig:
         if "policy" not in overrides:
             z = env_float(ev.OTEL_LLM_THRESHOLD_Z, None, None, minimum=0.1)
             rarity = env_int(ev.OTEL_LLM_THRESHOLD_RARITY, None, None, minimum=0)
-            if z is not None or rarity is not None:
-                z = AlarmPolicy.threshold if z is None else z
-                kw["policy"] = AlarmPolicy(k=2, n=3, threshold=z, recover=min(AlarmPolicy.recover, z), rarity=rarity or 0)
+            policy = _ONLINE_POLICY
+            if z is not None:
+                policy = replace(policy, threshold=z, recover=min(policy.recover, z))
+            if rarity is not None:
+                policy = replace(policy, rarity=rarity)
+            kw["policy"] = policy
         return cls(**{**kw, **overrides}).validate()
 
     @property
