@@ -46,6 +46,12 @@ from otel_llm._selftelemetry import report_error
 _COMPONENT = "anomaly"
 #: GPU columns that rise and fall with the traffic itself.
 LOAD_FEATURES: tuple[str, ...] = ("gpu_util", "gpu_sm_active", "gpu_power")
+#: Columns where only *higher* than usual is trouble: a request that is abnormal only by being faster,
+#: cooler or lighter than usual on these (and perhaps through :data:`LOAD_FEATURES`) is flagged and
+#: explained but does not page (a quiet spell after a busy hour makes every request "abnormally fast").
+HIGHER_IS_WORSE: tuple[str, ...] = (
+    "duration", "ttft", "tpot", "gap_p99", "gap_max", "queue_time", "gpu_mem_used", "gpu_temp", "gpu_throttle",
+)
 _SERIES_METRIC = semconv.OTEL_LLM_ANOMALY_REQUESTS
 
 
@@ -63,11 +69,14 @@ class RequestScore:
     explanation: str = ""
     load_only: bool = False
     """Abnormal only through :data:`LOAD_FEATURES`: not counted toward the rate of abnormal requests."""
+    better_only: bool = False
+    """Abnormal only by being lower than usual on :data:`HIGHER_IS_WORSE` columns (and through load):
+    not counted toward the rate of abnormal requests."""
 
     @property
     def counts(self) -> bool:
         """Counts toward the per-series rate that pages."""
-        return self.anomalous and not self.load_only
+        return self.anomalous and not (self.load_only or self.better_only)
 
 
 @dataclass
@@ -94,7 +103,7 @@ class RequestAnomalyProcessor:
         contamination: float | None = None,
         *,
         window: int = 2048,
-        min_fit: int = 128,
+        min_fit: int = 512,
         refit_every: int = 256,
         refit: str = "background",
         rate_window_s: float = 60.0,
@@ -130,6 +139,7 @@ class RequestAnomalyProcessor:
             raise ValueError(f"load_features {unknown} are not features; choose from: {', '.join(FEATURES)}")
         self.load_features = tuple(load_features)
         self._load_idx = frozenset(FEATURES.index(f) for f in self.load_features)
+        self._better_idx = {f: FEATURES.index(f) for f in HIGHER_IS_WORSE}
         self.contamination = contamination
         self.min_fit = min_fit
         self.refit_every = refit_every
@@ -237,7 +247,7 @@ class RequestAnomalyProcessor:
             anomalous = s >= model.threshold_
             contributions: dict[str, float] = {}
             explanation = ""
-            load_only = False
+            load_only = better_only = False
             if anomalous:
                 contributions = model.explain([vec])
                 dev = model.deviation([vec])
@@ -247,19 +257,35 @@ class RequestAnomalyProcessor:
                     + ", ".join(f"{_fmt_feature(k, row.get(k, math.nan), dev.get(k, 0.0))} {contributions[k]:.0%}"
                                 for k in top)
                 )
-                if self._load_idx and any(not math.isnan(vec[j]) for j in self._load_idx):
-                    at_median = [math.nan if j in self._load_idx else v for j, v in enumerate(vec)]
-                    load_only = float(model.score([at_median])[0]) < model.threshold_
-                    if load_only:
-                        explanation += f"; normal at usual GPU load ({', '.join(self.load_features)}): not paged"
+                load_only, better_only, set_aside = self._benign(model, vec, dev)
+                if load_only:
+                    explanation += f"; normal at usual GPU load ({', '.join(self.load_features)}): not paged"
+                elif better_only:
+                    low = [k for k in contributions if k in set_aside][:3] or set_aside[:3]
+                    explanation += f"; otherwise normal, only lower than usual ({', '.join(low)}): not paged"
             result = RequestScore(trace_id, span_id, t, s, anomalous, dict(row), contributions, explanation,
-                                  load_only)
+                                  load_only, better_only)
             self.scored += 1
             self.flagged += anomalous
         if learn:
             with self._lock:
                 self._maybe_refit()
         return result
+
+    def _benign(self, model: OutlierDetector, vec: list[float], dev: Mapping[str, float]) -> tuple[bool, bool, list[str]]:
+        """Is an abnormal row normal once its load columns (``load_only``), then also its better-than-usual
+        columns (``better_only``), are set at the training median? Returns the better columns set aside."""
+        load = self._load_idx
+        if (load and any(not math.isnan(vec[j]) for j in load)
+                and float(model.score([[math.nan if j in load else v for j, v in enumerate(vec)]])[0])
+                < model.threshold_):
+            return True, False, []
+        lower = [f for f, j in self._better_idx.items() if dev.get(f, 0.0) < 0.0 and not math.isnan(vec[j])]
+        if not lower:
+            return False, False, []
+        aside = load | {self._better_idx[f] for f in lower}
+        row = [math.nan if j in aside else v for j, v in enumerate(vec)]
+        return False, float(model.score([row])[0]) < model.threshold_, lower
 
     def score_span(self, span: SpanRecord, *, learn: bool = True) -> RequestScore | None:
         if not is_request_span(span):
@@ -330,4 +356,4 @@ class RequestAnomalyProcessor:
         return out
 
 
-__all__ = ["LOAD_FEATURES", "RequestAnomalyProcessor", "RequestScore"]
+__all__ = ["HIGHER_IS_WORSE", "LOAD_FEATURES", "RequestAnomalyProcessor", "RequestScore"]

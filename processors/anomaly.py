@@ -3,7 +3,7 @@
 See :mod:`otel_llm.processors._anomaly` and ``docs/processors.md``.
 """
 
-from otel_llm.processors._anomaly import LOAD_FEATURES, RequestAnomalyProcessor, RequestScore
+from otel_llm.processors._anomaly import HIGHER_IS_WORSE, LOAD_FEATURES, RequestAnomalyProcessor, RequestScore
 from otel_llm.processors._features import (
     FEATURES,
     GPU_FEATURES,
@@ -17,7 +17,7 @@ from otel_llm.processors._outlier import VALID_DETECTORS, OutlierDetector
 from otel_llm.processors._pointpyod import PointAnomalyDetector
 
 __all__ = [
-    "FEATURES", "GPU_FEATURES", "LOAD_FEATURES", "SPAN_FEATURES", "VALID_DETECTORS", "OutlierDetector",
+    "FEATURES", "GPU_FEATURES", "HIGHER_IS_WORSE", "LOAD_FEATURES", "SPAN_FEATURES", "VALID_DETECTORS", "OutlierDetector",
     "PointAnomalyDetector", "RequestAnomalyProcessor", "RequestScore", "gpu_features", "is_request_span",
     "request_features", "request_series_attributes",
 ]

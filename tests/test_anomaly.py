@@ -317,6 +317,52 @@ def test_a_busy_gpu_at_normal_latency_is_explained_but_does_not_page(load_featur
         RequestAnomalyProcessor(refit="inline", emit_metrics=False, load_features=("gpu_utilisation",))
 
 
+def test_requests_faster_than_usual_are_explained_but_do_not_page():
+    """A quiet spell after a busy hour: every request decodes five times faster than the model learned.
+    Each is flagged and explained (tpot low) but does not count toward the page; the same share of requests
+    five times *slower* pages once, naming tpot."""
+    rng = np.random.default_rng(8)
+    proc = RequestAnomalyProcessor("ecod", 0.02, refit="inline", min_fit=100, refit_every=10_000, rate_window_s=30,
+                                   rate_threshold=0.2, min_anomalies=3, emit_metrics=False)
+    for i in range(150):
+        proc.observe(_span(i, rng))
+    dets, scores = [], []
+    for i in range(150, 190):
+        span = _span(i, rng, tpot_factor=0.2)
+        scores.append(proc.score_span(span, learn=False))
+        dets += proc.observe(span)
+    better = [s for s in scores if s is not None and s.better_only]
+    assert len(better) >= 30  # the rest: normal, or abnormal at the base rate (contamination) for other reasons
+    assert all(s.anomalous and not s.load_only and not s.counts for s in better)
+    assert all("tpot=" in s.explanation and "(low)" in s.explanation for s in better)
+    assert all("only lower than usual (" in s.explanation and "not paged" in s.explanation for s in better)
+    assert sum(s.counts for s in scores) <= 4 and dets == []
+    for i in range(190, 230):
+        dets += proc.observe(_span(i, rng, tpot_factor=5))
+    opened = [d for d in dets if d.active]
+    assert len(opened) == 1 and "tpot" in opened[0].contributions
+    assert "not paged" not in opened[0].explanation.split("Example:")[1]
+
+
+@pytest.mark.parametrize("min_fit", [None, 128])
+def test_the_first_model_waits_for_enough_requests_to_see_a_server_fill_up(min_fit):
+    """A server starting cold: its first requests decode alone, later ones in a growing batch (TPOT rises with
+    concurrency, as continuous batching does). A first model fitted on the first 128 requests knows only the
+    empty server and pages on the full one; the default waits for 512 and does not."""
+    rng = np.random.default_rng(9)
+    kw = {} if min_fit is None else {"min_fit": min_fit}
+    proc = RequestAnomalyProcessor("ecod", 0.02, refit="inline", rate_window_s=30, emit_metrics=False, **kw)
+    assert proc.min_fit == (512 if min_fit is None else min_fit)
+    dets = []
+    for i in range(900):
+        dets += proc.observe(_span(i, rng, tpot_factor=1.0 + min(i, 300) / 150.0))
+    opened = [d for d in dets if d.active]
+    if min_fit is None:
+        assert opened == [] and proc.scored == 900 - 512
+    else:
+        assert len(opened) >= 1 and "tpot" in opened[0].contributions
+
+
 def test_rate_alarm_waits_for_enough_scored_requests_after_the_first_fit():
     rng = np.random.default_rng(5)
     proc = RequestAnomalyProcessor("ecod", 0.02, refit="inline", min_fit=100, refit_every=10_000, rate_window_s=60,
