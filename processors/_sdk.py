@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import math
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -70,6 +71,8 @@ class SpanSeriesFeed:
         self._watermark = -math.inf
         self._lock = threading.Lock()
         self.late = 0
+        self.partial = 0
+        """Intervals still running at :meth:`flush`, dropped."""
 
     def add(self, span: SpanRecord) -> list[Detection]:
         if not is_request_span(span):
@@ -120,12 +123,21 @@ class SpanSeriesFeed:
                         )
         return out
 
-    def flush(self) -> list[Detection]:
-        """Close every open interval now (shutdown, end of a replay)."""
+    def flush(self, now: float | None = None) -> list[Detection]:
+        """Close every open interval that has ended by ``now`` (shutdown; default the wall clock, or the time
+        the data ends for a replay). One still running at ``now`` is dropped and counted
+        (``otel_llm.reason="partial_interval"``): its short request count would read as a drop in traffic."""
+        now = time.time() if now is None else now
         with self._lock:
             out: list[Detection] = []
             for i in sorted(self._open):
-                out += self._close_locked(i)
+                if (i + 1) * self.interval_s <= now:
+                    out += self._close_locked(i)
+                else:
+                    del self._open[i]
+                    self._closed_upto = i if self._closed_upto is None else max(self._closed_upto, i)
+                    self.partial += 1
+                    report_dropped(_FEED, "partial_interval")
             return out
 
 

@@ -268,8 +268,13 @@ def test_span_series_feed_tolerates_late_spans_within_grace_and_counts_later_one
     feed.add(at(105.0, 4))  # too late now: dropped and counted
     assert feed.late == 1
     feed.add(at(140.0, 5))  # closes [110, 120) (2 requests); [120, 130) had none: no points for it
-    feed.flush()
-    assert count.n == 3 and count.value == 1.0
+    feed.flush(now=150.0)  # [140, 150) has ended: closed with its 1 request
+    assert count.n == 3 and count.value == 1.0 and feed.partial == 0
+    feed.add(at(151.0, 6))
+    feed.flush(now=155.0)  # [150, 160) is still running: its count of 1 would read as a traffic drop
+    assert count.n == 3 and feed.partial == 1
+    feed.add(at(152.0, 7))  # and it stays closed
+    assert feed.late == 2 and count.n == 3
 
 
 def _gpu(util, power, sm, *, throttle=0x0):
