@@ -157,17 +157,26 @@ def _candidates(season_length: int | Sequence[int] | None) -> tuple[int, ...]:
     return tuple(int(p) for p in season_length)
 
 
-def seasonal_history_needed(season_length: int, window: int = _ROBUST_WINDOW) -> int:
-    """Points of history the seasonal-robust band needs before it can be used."""
-    return SEASONS * season_length + SEASON_OFFSETS + max(window, season_length)
+def seasonal_history_needed(season_length: int, window: int = _ROBUST_WINDOW, seasons: int = SEASONS) -> int:
+    """Points of history the seasonal-robust band needs to centre on ``seasons`` past seasons."""
+    return seasons * season_length + SEASON_OFFSETS + max(window, season_length)
 
 
-def _seasonal_centre(y: np.ndarray, idx: np.ndarray, p: int) -> np.ndarray:
-    """Median of ``y`` at the same phase (+-SEASON_OFFSETS) in the last SEASONS seasons before each ``idx``."""
-    lags = np.array([j * p + o for j in range(1, SEASONS + 1) for o in range(-SEASON_OFFSETS, SEASON_OFFSETS + 1)])
+def _seasonal_centre(y: np.ndarray, idx: np.ndarray, p: int, seasons: int = SEASONS) -> np.ndarray:
+    """Median of ``y`` at the same phase (+-SEASON_OFFSETS) in the last ``seasons`` seasons before each ``idx``."""
+    lags = np.array([j * p + o for j in range(1, seasons + 1) for o in range(-SEASON_OFFSETS, SEASON_OFFSETS + 1)])
     src = idx[:, None] - lags[None, :]
     src = np.clip(src, 0, y.size - 1)  # future indexes (idx beyond the data) only occur for o < 0 and h > p
     return np.median(y[src], axis=1)
+
+
+def _seasons_held(n: int, p: int, window: int) -> int:
+    """Past seasons the centre uses with ``n`` points: SEASONS once they are held, one until then (0: the
+    history holds less than one season plus the residual window). A daily series of 5-minute points is
+    judged against yesterday from its 578th point instead of a flat band until its 866th."""
+    if n >= seasonal_history_needed(p, window):
+        return SEASONS
+    return 1 if n >= seasonal_history_needed(p, window, seasons=1) else 0
 
 
 def seasonal_gate(y: np.ndarray, season_length: int | None, window: int = _ROBUST_WINDOW) -> np.ndarray | None:
@@ -178,11 +187,14 @@ def seasonal_gate(y: np.ndarray, season_length: int | None, window: int = _ROBUS
     over the same points).
     """
     p = season_length or 0
-    if p < 2 or y.size < seasonal_history_needed(p, window):
+    if p < 2:
+        return None
+    k = _seasons_held(y.size, p, window)
+    if not k:
         return None
     m = max(window, p)
     idx = np.arange(y.size - m, y.size)
-    r = y[idx] - _seasonal_centre(y, idx, p)
+    r = y[idx] - _seasonal_centre(y, idx, p, k)
     w = y[idx]
     flat = float(np.median(np.abs(w - np.median(w))))
     if not float(np.median(np.abs(r - np.median(r)))) < SEASON_GATE * flat:
@@ -216,7 +228,8 @@ def _robust(y, h, levels, window, season_length) -> tuple[dict[str, np.ndarray],
             if best is None or spread < best[0]:
                 best = (spread, p, r)
     if best is not None:
-        w, shift = best[2], _seasonal_centre(y, np.arange(y.size, y.size + h), best[1])
+        w, shift = best[2], _seasonal_centre(y, np.arange(y.size, y.size + h), best[1],
+                                             _seasons_held(y.size, best[1], window))
     else:
         w, shift = y[-window:], np.zeros(h)
     med = float(np.median(w))

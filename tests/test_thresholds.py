@@ -431,8 +431,31 @@ def test_robust_band_follows_the_season_where_it_explains_the_series():
     np.testing.assert_allclose(
         _forecast.robust_band(noise, 4, [95], season_length=_DAY)["hi-95"], _forecast.robust_band(noise, 4, [95])["hi-95"],
     )
-    # too little history for three seasons: flat band
-    assert _forecast.seasonal_gate(y[: 3 * _DAY], _DAY) is None
+    # less history than one season plus the residual window: flat band
+    assert _forecast.seasonal_gate(y[: _DAY + 250], _DAY) is None
+    # one season held, not yet two: centred on yesterday's same phase
+    short = y[: 2 * _DAY + 50]
+    assert _forecast.seasonal_gate(short, _DAY) is not None
+    one = _forecast.robust_band(short, 4, [95], season_length=_DAY)
+    assert abs(one["mean"][0] - 20.0) < 2.0 and one["hi-95"][0] - one["lo-95"][0] < 15.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_third_daily_rise_is_judged_against_yesterday_before_two_days_are_held(seed):
+    """A daily hump of 5-minute points (NAB's artificial shape). Before one day plus the residual window is
+    held (578 points) the flat band pages on each rise; from then on the band follows yesterday, so the third
+    day's rise (points 676-702) is quiet. With the two-season rule alone it paged there in every seed."""
+    from otel_llm.evaluation.anomaly import default_threshold_config, run_threshold
+    from otel_llm.evaluation.nab import NabSeries
+
+    n = 3 * _DAY
+    hump = ((np.arange(n) % _DAY > 100) & (np.arange(n) % _DAY < 200)).astype(float)
+    y = 20.0 + 60.0 * hump + np.random.default_rng(seed).normal(0, 3.0, n)
+    assert _forecast.seasonal_history_needed(_DAY, seasons=1) == 578 < 2 * _DAY + 100
+    _, alarms = run_threshold(NabSeries("a/hump.csv", [], [300.0 * i for i in range(n)], list(y), []),
+                              default_threshold_config())
+    opened = [i for i, a in enumerate(alarms) if a]
+    assert opened and all(i < 578 for i in opened)
 
 
 @pytest.mark.parametrize("daily_season", [True, False])
