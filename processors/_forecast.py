@@ -53,7 +53,11 @@ SEASONS = 2
 SEASON_OFFSETS = 2
 """Points either side of the same phase that also enter the seasonal median (absorbs jitter)."""
 SEASON_GATE = 0.6
-"""Use the season only when median |seasonal residual| < this x median |deviation from the flat median|."""
+"""Use the season when median |seasonal residual| < this x median |deviation from the flat median|..."""
+SEASON_GATE_TAIL = 0.4
+"""...or when the 90th percentile of |seasonal residual| < this x that of |deviation|: a pattern held by a
+minority of the points (a hump for a third of the day) leaves the median deviation small, so the median
+test alone is marginal there and turns the season off for days after one odd day."""
 
 
 def check_levels(level: Iterable[float] | None) -> tuple[float, ...]:
@@ -183,8 +187,9 @@ def seasonal_gate(y: np.ndarray, season_length: int | None, window: int = _ROBUS
     """Residuals of the last points from the seasonal centre, or None when the season does not help.
 
     None when there is no season, too little history, or the season does not
-    explain the series (median |residual| >= SEASON_GATE x median |y - median(y)|
-    over the same points).
+    explain the series: median |residual| >= SEASON_GATE x median |y - median(y)|
+    over the same points, and the same with their 90th percentiles and
+    SEASON_GATE_TAIL.
     """
     p = season_length or 0
     if p < 2:
@@ -196,10 +201,12 @@ def seasonal_gate(y: np.ndarray, season_length: int | None, window: int = _ROBUS
     idx = np.arange(y.size - m, y.size)
     r = y[idx] - _seasonal_centre(y, idx, p, k)
     w = y[idx]
-    flat = float(np.median(np.abs(w - np.median(w))))
-    if not float(np.median(np.abs(r - np.median(r)))) < SEASON_GATE * flat:
-        return None
-    return r
+    dr, dw = np.abs(r - np.median(r)), np.abs(w - np.median(w))
+    if float(np.median(dr)) < SEASON_GATE * float(np.median(dw)):
+        return r
+    if float(np.quantile(dr, 0.9)) < SEASON_GATE_TAIL * float(np.quantile(dw, 0.9)):
+        return r
+    return None
 
 
 def robust_band(

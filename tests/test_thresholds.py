@@ -458,6 +458,25 @@ def test_the_third_daily_rise_is_judged_against_yesterday_before_two_days_are_he
     assert opened and all(i < 578 for i in opened)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_odd_day_does_not_turn_the_season_off_for_the_days_after(seed):
+    """NAB's "jumps up" shape: a daily hump for a third of the day, one day 40 higher. The day alarms; the
+    two regular days after it stay quiet. With the median-deviation gate alone the season was dropped after
+    the odd day (the hump is a minority of the points) and the flat band paged on the next humps."""
+    from otel_llm.evaluation.anomaly import default_threshold_config, run_threshold
+    from otel_llm.evaluation.nab import NabSeries
+
+    n, odd = 14 * _DAY, 11 * _DAY
+    hump = ((np.arange(n) % _DAY > 100) & (np.arange(n) % _DAY < 200)).astype(float)
+    y = 20.0 + 60.0 * hump + np.random.default_rng(seed).normal(0, 3.0, n)
+    y[odd : odd + _DAY] += 40.0 * hump[odd : odd + _DAY]
+    _, alarms = run_threshold(NabSeries("a/jumpsup.csv", [], [300.0 * i for i in range(n)], list(y), []),
+                              default_threshold_config())
+    opened = [i for i, a in enumerate(alarms) if a]
+    assert any(odd + 100 <= i < odd + 200 for i in opened)
+    assert [i for i in opened if i >= odd + _DAY] == []
+
+
 @pytest.mark.parametrize("daily_season", [True, False])
 def test_a_day_that_loses_its_pattern_alarms_only_with_the_daily_season(daily_season):
     y = _daily(days=6, seed=3)
