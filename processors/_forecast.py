@@ -41,6 +41,7 @@ model's parametric intervals.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -171,7 +172,16 @@ def _seasonal_centre(y: np.ndarray, idx: np.ndarray, p: int, seasons: int = SEAS
     lags = np.array([j * p + o for j in range(1, seasons + 1) for o in range(-SEASON_OFFSETS, SEASON_OFFSETS + 1)])
     src = idx[:, None] - lags[None, :]
     src = np.clip(src, 0, y.size - 1)  # future indexes (idx beyond the data) only occur for o < 0 and h > p
-    return np.median(y[src], axis=1)
+    v = y[src]
+    if np.isnan(v).any():
+        # Missing slots (gaps): take the same offset from the other seasons, so the points either side
+        # of a sharp daily rise stay balanced; then the median of what there is (NaN if nothing).
+        v = v.reshape(idx.size, seasons, 2 * SEASON_OFFSETS + 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            v = np.where(np.isnan(v), np.nanmean(v, axis=1, keepdims=True), v).reshape(idx.size, -1)
+            return np.nanmedian(v, axis=1)
+    return np.median(v, axis=1)
 
 
 def _seasons_held(n: int, p: int, window: int) -> int:
@@ -201,6 +211,11 @@ def seasonal_gate(y: np.ndarray, season_length: int | None, window: int = _ROBUS
     idx = np.arange(y.size - m, y.size)
     r = y[idx] - _seasonal_centre(y, idx, p, k)
     w = y[idx]
+    ok = ~np.isnan(r)
+    if not ok.all():  # missing slots (or no past value at their phase) are left out
+        if ok.sum() < m // 2:
+            return None
+        r, w = r[ok], w[ok]
     dr, dw = np.abs(r - np.median(r)), np.abs(w - np.median(w))
     if float(np.median(dr)) < SEASON_GATE * float(np.median(dw)):
         return r
@@ -221,9 +236,9 @@ def robust_band(
     return _robust(y, h, levels, window, season_length)[0]
 
 
-def _robust(y, h, levels, window, season_length) -> tuple[dict[str, np.ndarray], float]:
-    """:func:`robust_band` plus the robust sigma of the points the band is made of: 1.4826 x MAD, at
-    least the smallest gap between distinct values."""
+def _robust(y, h, levels, window, season_length) -> tuple[dict[str, np.ndarray], float, int | None]:
+    """:func:`robust_band` plus the robust sigma of the points the band is made of (1.4826 x MAD, at
+    least the smallest gap between distinct values) and the season it used (None: the flat band)."""
     y = np.asarray(y, dtype=float)
     if y.size == 0:
         raise ValueError("robust band needs at least one point")
@@ -239,7 +254,11 @@ def _robust(y, h, levels, window, season_length) -> tuple[dict[str, np.ndarray],
                                              _seasons_held(y.size, best[1], window))
     else:
         w, shift = y[-window:], np.zeros(h)
+        if np.isnan(w).any():  # missing slots (gaps): the last ``window`` points that were seen
+            w = y[~np.isnan(y)][-window:]
     med = float(np.median(w))
+    if np.isnan(shift).any():  # no past value at that phase: the median of the last points seen
+        shift = np.where(np.isnan(shift), float(np.median(y[~np.isnan(y)][-window:])) - med, shift)
     out = {"mean": shift + med}
     for lv in levels:
         lo, hi = np.quantile(w, [(100.0 - lv) / 200.0, (100.0 + lv) / 200.0])
@@ -250,7 +269,7 @@ def _robust(y, h, levels, window, season_length) -> tuple[dict[str, np.ndarray],
     u = np.unique(w)
     step = float(np.min(np.diff(u))) if u.size > 1 else 0.0
     sig = max(1.4826 * float(np.median(np.abs(w - med))), step)
-    return out, sig
+    return out, sig, (best[1] if best is not None else None)
 
 
 def _from_model_space_dict(res: dict, c: float | None, levels: Sequence[float]) -> dict[str, np.ndarray]:
@@ -258,14 +277,24 @@ def _from_model_space_dict(res: dict, c: float | None, levels: Sequence[float]) 
     return {k: from_model_space(np.asarray(res[k], dtype=float), c) for k in keys}
 
 
-def _prepare(y, log_scale: bool) -> tuple[np.ndarray, float | None]:
+def _prepare(y, log_scale: bool, missing_ok: bool = False) -> tuple[np.ndarray, float | None]:
     arr = np.asarray(y, dtype=float).ravel()
     if arr.size == 0:
         raise ValueError("cannot forecast an empty series")
-    if not np.all(np.isfinite(arr)):
+    finite = np.isfinite(arr)
+    if not finite.all() and not (missing_ok and finite.any() and not np.isinf(arr).any()):
         raise ValueError("series contains NaN or inf; drop them before forecasting")
-    c = log_scale_constant(arr) if log_scale else None
+    c = log_scale_constant(arr[finite]) if log_scale else None
     return to_model_space(arr, c), c
+
+
+def interpolate_missing(z: np.ndarray) -> np.ndarray:
+    """``z`` with its NaN slots (missing points) linearly interpolated; ``z`` itself if it has none."""
+    miss = np.isnan(z)
+    if not miss.any():
+        return z
+    idx = np.arange(z.size)
+    return np.interp(idx, idx[~miss], z[~miss])
 
 
 def forecast(
@@ -327,17 +356,20 @@ class BandForecaster:
 
     def fit(self, y, h: int = 1) -> BandForecaster:
         """Fit on ``y``. ``h`` is only used to size conformal windows."""
-        z, c = _prepare(y, self.log_scale)
+        z, c = _prepare(y, self.log_scale, missing_ok=True)
         self.scale_ = c
         self.n_obs_ = z.size
         self.fallback_: str | None = None
         self.error_: BaseException | None = None
+        self.season_: int | None = None
         self.model_ = None
         self.y_ = self._keep(z)
         if self.model == "robust":
             return self
         try:
-            self.model_ = _sf_model(self.model, self.season_length, z.size, h, self.conformal).fit(z)
+            self.model_ = _sf_model(self.model, self.season_length, z.size, h, self.conformal).fit(
+                interpolate_missing(z)
+            )
         except Exception as exc:
             if not self.fallback:
                 raise
@@ -364,7 +396,7 @@ class BandForecaster:
         arr = np.asarray(y, dtype=float).ravel()
         z = to_model_space(arr, self.scale_)
         self.y_ = self._keep(z)
-        return self._band(h, lambda: self.model_.forward(y=z, h=h, level=_sf_levels(self.level)))
+        return self._band(h, lambda: self.model_.forward(y=interpolate_missing(z), h=h, level=_sf_levels(self.level)))
 
     def predict(self, h: int) -> dict[str, np.ndarray]:
         if not hasattr(self, "n_obs_"):
@@ -384,6 +416,7 @@ class BandForecaster:
             try:
                 out = _from_model_space_dict(model_call(), self.scale_, self.level)
                 if all(np.all(np.isfinite(v)) for v in out.values()):
+                    self.season_ = self.season_length if isinstance(self.season_length, int) else None
                     return out
                 raise FloatingPointError("forecast band is not finite")
             except Exception as exc:
@@ -392,7 +425,9 @@ class BandForecaster:
                 self.fallback_ = type(exc).__qualname__
                 self.error_ = exc
                 self.model_ = None
-        band, self.robust_sigma_ = _robust(self.y_, h, self.level, self.robust_window, self.season_length)
+        band, self.robust_sigma_, self.season_ = _robust(
+            self.y_, h, self.level, self.robust_window, self.season_length
+        )
         return _from_model_space_dict(band, self.scale_, self.level)
 
 

@@ -189,14 +189,20 @@ def _longest_run(arr) -> int:
     return int(np.max(np.diff(edges)))
 
 
+_MISSING = (math.nan,)
 _NORMAL_TAIL_RATIO = 3.449
 """(q99 - q1) / (q75 - q25) of a normal distribution: 2 x 2.326 / (2 x 0.6745)."""
+GAP_RATIO = 1.5
+"""An interval longer than this many sampling intervals is a gap: missing points, not a new cadence."""
+CADENCE_CHANGE = 4
+"""Gaps in a row, of about the same length, that mean the sampling interval itself changed (adopted)."""
 
 
 def _tail_factor(arr, cap: float) -> float:
     """How much heavier than a normal's the history's tails are, in [1, cap] (1 with too few points)."""
     import numpy as np
 
+    arr = arr[~np.isnan(arr)]  # missing slots (gaps)
     if arr.size < 200:
         return 1.0
     q1, q25, q75, q99 = np.quantile(arr, [0.01, 0.25, 0.75, 0.99])
@@ -238,7 +244,7 @@ class SeriesState:
         "key", "metric", "attributes", "log", "limit", "hist", "n", "last_t", "dt", "band", "fit_n", "fit_t",
         "pending", "rule", "z", "score", "value", "j", "open_start", "open_detection", "predictive",
         "last_event", "alarm_len", "fits", "updates", "fallbacks", "forecaster", "full_fit_n", "run", "run_limit",
-        "stuck", "tail",
+        "stuck", "tail", "slow", "slow_dt", "filled",
     )
 
     def __init__(self, key: str, metric: str, attributes: Mapping[str, Any], cfg: ThresholdConfig, log: bool) -> None:
@@ -277,6 +283,12 @@ class SeriesState:
         self.stuck = False
         self.tail = 1.0
         """Factor on the rolling-quantile band's robust sigma for heavy tails (``tail_scale``)."""
+        self.slow = 0
+        """Consecutive intervals longer than GAP_RATIO x dt and of about the same length ``slow_dt``
+        (CADENCE_CHANGE in a row: the new sampling interval)."""
+        self.slow_dt = 0.0
+        self.filled = 0
+        """Slots of missing points filled into the history so seasons keep their phase (see ``_fill_gap``)."""
 
     def current_band(self) -> tuple[float, float, float] | None:
         """(lower, forecast, upper) at the alarm level for the latest point, in the series' unit."""
@@ -413,7 +425,20 @@ class ThresholdProcessor:
             return _EMPTY
         if s.n:
             dt = t - s.last_t
-            s.dt = dt if s.dt == 0.0 else s.dt + 0.05 * (dt - s.dt)
+            if s.dt == 0.0:
+                s.dt = dt
+            elif dt <= GAP_RATIO * s.dt:
+                s.dt += 0.05 * (dt - s.dt)
+                s.slow = 0
+            else:
+                # a gap, or the first of CADENCE_CHANGE intervals in a row of about the same new length
+                s.slow = s.slow + 1 if s.slow and abs(dt - s.slow_dt) <= 0.25 * s.slow_dt else 1
+                s.slow_dt = dt
+                if s.slow >= CADENCE_CHANGE:  # the sampling interval changed: adopt it
+                    s.dt = dt
+                    s.slow = 0
+                else:
+                    self._fill_gap(s, round(dt / s.dt) - 1)
         s.last_t = t
         s.n += 1
         s.run = s.run + 1 if value == s.value else 1
@@ -463,6 +488,35 @@ class ThresholdProcessor:
             if fitted:
                 out = [*out, *fitted]
         return out
+
+    def _fill_gap(self, s: SeriesState, missing: int) -> None:
+        """Keep a seasonal series' history on its time grid across ``missing`` absent points.
+
+        The seasonal band finds "the same time yesterday" by position in the history, so a gap
+        (a scrape that failed, an exporter restart, hours missing from a dataset) would shift
+        every later day. Where the band uses a season, each missing slot gets the value one season
+        earlier (keeping the shape's edges: a median over fewer points at a sharp daily rise tips to
+        the wrong side); elsewhere the slot is held as NaN: the seasonal centre takes the median of
+        the past values it has at that phase, the flat band the last points seen, and statsforecast
+        models get the slots interpolated. The slots are never judged and count only as history (and
+        in ``state.filled``). Gaps longer than the longest season hold only their remainder modulo it
+        (the phase is all that matters). Series with no season to keep in phase are left as they are."""
+        ps = self._season(s)
+        if not ps or missing < 1:
+            return
+        ps = (ps,) if isinstance(ps, int) else tuple(ps)
+        longest = max(ps)
+        if missing > longest:
+            missing %= longest
+        hist = s.hist
+        used = getattr(s.forecaster, "season_", None)
+        if used and used <= len(hist):
+            for _ in range(missing):
+                hist.append(hist[-used])
+        else:
+            hist.extend(_MISSING * missing)
+        s.n += missing
+        s.filled += missing
 
     def _event(self, s: SeriesState, ev: int, t: float, value: float, j: int) -> Detection:
         b = s.band
@@ -569,7 +623,7 @@ class ThresholdProcessor:
                 )
                 sup = sdn = np.maximum(sig, 1e-9)
             else:
-                ty = to_model_space(arr[-256:], c)
+                ty = to_model_space(arr[~np.isnan(arr)][-256:], c)
                 mad = float(np.median(np.abs(ty - np.median(ty)))) * 1.4826
                 floor = np.maximum(np.maximum(0.1 * mad, 1e-3 * np.abs(tmean)), 1e-9)
                 sup = np.maximum((thi - tmean) / self._zq, floor)
@@ -610,6 +664,7 @@ class ThresholdProcessor:
 
     def _predict_breach(self, s: SeriesState, arr, t: float) -> list[Detection]:
         """Time-to-breach: a trend forecast of a saturating series crossing its limit."""
+        import numpy as np
         from otel_llm.processors._forecast import forecast_cross
         from statsforecast.models import Holt
 
@@ -621,7 +676,7 @@ class ThresholdProcessor:
         current = float(arr[-1])
         eta = None
         if current < limit and arr.size >= 10:
-            mean = Holt().forecast(y=arr[-256:], h=steps)["mean"]
+            mean = Holt().forecast(y=arr[~np.isnan(arr)][-256:], h=steps)["mean"]
             j = forecast_cross(mean, limit)
             if j is not None:
                 eta = (j + 1) * dt

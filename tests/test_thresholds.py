@@ -9,7 +9,12 @@ import pytest
 from otel_llm.processors import _forecast
 from otel_llm.processors._alarm import CLOSED, NONE, OPENED, RUN_ESCAPE, AlarmPolicy, AlarmRule
 from otel_llm.processors._forecast import VALID_MODELS, BandForecaster, check_levels, forecast
-from otel_llm.processors._thresholds import ThresholdConfig, ThresholdProcessor, is_heavy_tailed
+from otel_llm.processors._thresholds import (
+    CADENCE_CHANGE,
+    ThresholdConfig,
+    ThresholdProcessor,
+    is_heavy_tailed,
+)
 
 from otel_llm import _selftelemetry, semconv
 
@@ -475,6 +480,87 @@ def test_one_odd_day_does_not_turn_the_season_off_for_the_days_after(seed):
     opened = [i for i, a in enumerate(alarms) if a]
     assert any(odd + 100 <= i < odd + 200 for i in opened)
     assert [i for i in opened if i >= odd + _DAY] == []
+
+
+def _with_gaps(n, seed, start=2 * _DAY, gaps=12):
+    """Row indexes of ``n`` 5-minute points with ``gaps`` runs of 5-36 points missing after ``start``."""
+    rng = np.random.default_rng(100 + seed)
+    keep = np.ones(n, bool)
+    for a in rng.choice(np.arange(start, n - 40), gaps, replace=False):
+        keep[a : a + rng.integers(5, 37)] = False
+    return np.flatnonzero(keep)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gaps_in_the_timeline_keep_the_daily_season_in_phase(seed):
+    """The daily hump again, one day 40 higher, and a dozen gaps of 25 minutes to 3 hours (a scraper
+    down, hours missing from an export). The band finds "the same time yesterday" by position, so
+    without filling the gaps every later day was shifted: the humps paged on regular days and the odd
+    day could hide in the noise of a misaligned band. Filled one season back, the odd day alarms and
+    the regular days after warm-up stay quiet."""
+    from otel_llm.evaluation.anomaly import default_threshold_config, run_threshold
+    from otel_llm.evaluation.nab import NabSeries
+
+    n, odd = 14 * _DAY, 11 * _DAY
+    hump = ((np.arange(n) % _DAY > 100) & (np.arange(n) % _DAY < 200)).astype(float)
+    y = 20.0 + 60.0 * hump + np.random.default_rng(seed).normal(0, 3.0, n)
+    y[odd : odd + _DAY] += 40.0 * hump[odd : odd + _DAY]
+    rows = _with_gaps(n, seed)
+    rows = rows[(rows < odd + 90) | (rows > odd + 210)]  # the odd hump itself is kept whole
+    rows = np.union1d(rows, np.arange(odd + 90, odd + 211))
+    _, alarms = run_threshold(NabSeries("a/gappy.csv", [], [300.0 * i for i in rows], list(y[rows]), []),
+                              default_threshold_config())
+    opened = rows[[i for i, a in enumerate(alarms) if a]]
+    assert any(odd + 100 <= i < odd + 200 for i in opened)
+    assert [i for i in opened if 3 * _DAY <= i < odd or i >= odd + _DAY] == []
+
+
+def test_a_gap_is_filled_on_the_time_grid_and_a_new_sampling_interval_is_adopted():
+    proc = _proc(model="robust", log_scale="off", history=4096)
+    y = _daily(days=4, seed=5)
+    s = proc.series("rps").state
+    for i in range(300):
+        proc.observe("rps", {}, 300.0 * i, float(y[i]))
+    assert s.forecaster.season_ is None  # less than a day held: no season yet
+    proc.observe("rps", {}, 300.0 * 310, float(y[310]))  # 10 points missing: held as NaN
+    assert s.filled == 10 and np.isnan(list(s.hist)[-11:-1]).all()
+    for i in range(311, 3 * _DAY):
+        proc.observe("rps", {}, 300.0 * i, float(y[i]))
+    assert s.forecaster.season_ == _DAY
+    n0 = s.n
+    proc.observe("rps", {}, 300.0 * (3 * _DAY + 30), float(y[3 * _DAY + 30]))  # 30 points missing
+    assert (s.filled, s.n - n0) == (40, 31)
+    assert list(s.hist)[-31:-1] == list(s.hist)[-31 - _DAY : -1 - _DAY]  # the season in use: one day earlier
+    assert abs(s.dt - 300.0) < 1.0  # a gap is not a slower cadence
+    t = 300.0 * (3 * _DAY + 30)
+    for k in range(1, 7):  # the exporter now sends every 10 minutes: adopted after CADENCE_CHANGE intervals
+        proc.observe("rps", {}, t + 600.0 * k, 50.0)
+    assert abs(s.dt - 600.0) < 1.0
+    assert s.filled == 40 + CADENCE_CHANGE - 1
+    lo, mid, hi = s.current_band()
+    assert all(map(math.isfinite, (lo, mid, hi))) and lo < mid < hi
+
+
+@pytest.mark.parametrize("model", ["robust", "auto_ets", "mstl"])
+def test_band_forecaster_takes_missing_slots_and_the_stateless_forecast_refuses_them(model):
+    y = _daily(days=3, seed=7)
+    y[400:430] = np.nan  # a gap held on the time grid
+    bf = BandForecaster(model, level=[95], season_length=_DAY).fit(y, h=8)
+    band = bf.predict(8)
+    assert bf.fallback_ is None
+    assert all(np.isfinite(v).all() for v in band.values())
+    assert abs(band["mean"][0] - 20.0) < 5.0  # the next points are in the low phase
+    with pytest.raises(ValueError, match="NaN or inf"):
+        forecast(y, 4, model=model, season_length=_DAY)
+
+
+def test_a_gap_in_a_series_without_a_season_adds_nothing():
+    proc = _proc(model="auto_ets")
+    for i in range(100):
+        proc.observe("m", {}, float(i), 10.0 + i % 3)
+    proc.observe("m", {}, 150.0, 11.0)
+    s = proc.series("m").state
+    assert (s.n, s.filled, len(s.hist)) == (101, 0, 101)
 
 
 @pytest.mark.parametrize("daily_season", [True, False])
