@@ -96,6 +96,27 @@ def test_odd_series_do_not_break_the_harness(tmp_path):
         assert len(rows) == 200
     thr = evaluate(tmp_path, "threshold")
     assert thr["event"]["detected"] == 1  # the 1e300 spike inside its window
+    assert thr["input"]["dropped"] == {"non_finite": 12}  # the empty values of gaps.csv, counted
+    # each of them but the first leaves a one-minute hole, held on the time grid
+    assert (thr["input"]["gap_slots"], thr["input"]["series_with_gaps"]) == (11, 1)
+
+
+def test_the_harness_reports_gaps_it_kept_on_the_time_grid(tmp_path):
+    """Five-minute points over three days with two holes (2 h and 25 min) and a repeated stamp."""
+    from otel_llm.evaluation.anomaly import evaluate
+
+    data = tmp_path / "data" / "g"
+    data.mkdir(parents=True)
+    (tmp_path / "labels").mkdir()
+    rows = [i for i in range(3 * 288) if not (400 <= i < 424 or 700 <= i < 705)]
+    lines = [f"2024-01-{1 + i // 288:02d} {i % 288 // 12:02d}:{i % 12 * 5:02d}:00,{20.0 + (i * 7919 % 13) / 13!r}"
+             for i in rows]
+    lines.insert(100, lines[99])  # the same row twice: not later than the one before
+    (data / "s.csv").write_text("timestamp,value\n" + "\n".join(lines) + "\n")
+    (tmp_path / "labels" / "combined_windows.json").write_text(json.dumps({"g/s.csv": []}))
+    out = evaluate(tmp_path, "threshold", tmp_path / "res")
+    assert out["input"] == {"dropped": {"out_of_order": 1}, "gap_slots": 29, "series_with_gaps": 1}
+    assert len((tmp_path / "res" / "g" / "s.csv").read_text().splitlines()) == len(lines) + 1
 
 
 @pytest.mark.parametrize("stamp", [lambda i: str(i + 1), lambda i: str(1_416_726_000 + 3600 * i),

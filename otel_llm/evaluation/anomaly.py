@@ -16,6 +16,7 @@ Alarm modes (what a 1 in the ``alarm`` column means):
 
 from __future__ import annotations
 
+import collections
 import csv
 import math
 import time
@@ -48,8 +49,13 @@ def default_threshold_config():
     )
 
 
-def run_threshold(series: NabSeries, config=None, alarm_mode: str = "onset") -> tuple[list[float], list[int]]:
-    """Stream one series through a fresh ThresholdProcessor; return per-row (score, alarm)."""
+def run_threshold(
+    series: NabSeries, config=None, alarm_mode: str = "onset", stats: collections.Counter | None = None
+) -> tuple[list[float], list[int]]:
+    """Stream one series through a fresh ThresholdProcessor; return per-row (score, alarm).
+
+    ``stats``, when given, gains the rows the processor dropped (by reason) and ``gap_slots``, the
+    missing points it held on the time grid."""
     from otel_llm.processors._alarm import OPENED
     from otel_llm.processors._thresholds import ThresholdProcessor
 
@@ -74,6 +80,10 @@ def run_threshold(series: NabSeries, config=None, alarm_mode: str = "onset") -> 
         else:
             alarms.append(1 if rule.active and rule.hit else 0)
     proc.shutdown()
+    if stats is not None:
+        stats.update(proc.dropped)
+        stats["gap_slots"] += st.filled
+        stats["series_with_gaps"] += st.filled > 0
     return scores, alarms
 
 
@@ -124,9 +134,10 @@ def evaluate(
     results = []
     points = 0
     elapsed = 0.0
+    stats: collections.Counter = collections.Counter()
     for s in chosen:
         t0 = time.perf_counter()
-        scores, alarms = run(s, config, alarm_mode)
+        scores, alarms = run_threshold(s, config, alarm_mode, stats) if run is run_threshold else run(s, config, alarm_mode)
         elapsed += time.perf_counter() - t0
         points += len(s.values)
         results.append(score_series(alarms, s.windows, s.times))
@@ -142,6 +153,14 @@ def evaluate(
         points=points,
         seconds_per_10k_points=(elapsed / points * 10_000) if points else None,
     )
+    if run is run_threshold:
+        # What the input held besides points: rows dropped (NaN/inf, not later than the row before) and
+        # missing points (gaps in the timeline) the detector kept on its time grid.
+        summary["input"] = {
+            "dropped": {k: v for k, v in sorted(stats.items()) if k not in ("gap_slots", "series_with_gaps")},
+            "gap_slots": stats["gap_slots"],
+            "series_with_gaps": stats["series_with_gaps"],
+        }
     return summary
 
 
