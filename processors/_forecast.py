@@ -162,6 +162,42 @@ def _candidates(season_length: int | Sequence[int] | None) -> tuple[int, ...]:
     return tuple(int(p) for p in season_length)
 
 
+def detect_period(y, *, min_period: int = 8, max_period: int | None = None, min_acf: float = 0.3) -> int | None:
+    """The series' strongest repeating period in points, found in the data, or None.
+
+    For timestamps that name no calendar (sequence numbers, per-second data): the
+    highest peak of the autocorrelation of the linearly detrended series, past
+    its first zero crossing (so a trend or a random walk, which never
+    decorrelates, has none), between ``min_period`` and half the points,
+    where it is a local peak of at least ``min_acf``. The biased estimator
+    favours the fundamental over its multiples. Missing slots (NaN) are left out.
+    """
+    y = np.asarray(y, dtype=float)
+    y = y[~np.isnan(y)]
+    n = y.size
+    hi = n // 2 if max_period is None else min(int(max_period), n // 2)
+    if hi < 2 * min_period:
+        return None
+    t = np.arange(n, dtype=float)
+    x = y - np.polyval(np.polyfit(t, y, 1), t)
+    v = float(np.dot(x, x))
+    if not v > 1e-12 * max(float(np.dot(y, y)), 1e-300):
+        return None  # constant (or a straight line)
+    m = 1 << (2 * n - 1).bit_length()
+    f = np.fft.rfft(x, m)
+    acf = np.fft.irfft(f * np.conj(f), m)[: hi + 2] / v
+    below = np.flatnonzero(acf[1:] <= 0.0)
+    if below.size == 0:
+        return None
+    lo = max(min_period, int(below[0]) + 1)
+    if lo > hi:
+        return None
+    p = lo + int(np.argmax(acf[lo : hi + 1]))
+    if acf[p] < min_acf or acf[p] < acf[p - 1] or acf[p] < acf[p + 1]:
+        return None
+    return p
+
+
 def seasonal_history_needed(season_length: int, window: int = _ROBUST_WINDOW, seasons: int = SEASONS) -> int:
     """Points of history the seasonal-robust band needs to centre on ``seasons`` past seasons."""
     return seasons * season_length + SEASON_OFFSETS + max(window, season_length)

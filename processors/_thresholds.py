@@ -78,6 +78,11 @@ class ThresholdConfig:
     weekly_season: bool = True
     """Like ``daily_season`` for one week (weekday/weekend traffic): needs three weeks of points in the
     history; where both seasons explain the series, the one with the smaller residuals is used."""
+    found_season: bool = True
+    """Model ``robust`` with ``daily_season`` or ``weekly_season`` on, where the timestamps name no day the
+    history can hold (sequence-number stamps, per-second points): look for a repeating period in the
+    data itself (:func:`~otel_llm.processors._forecast.detect_period`, at each full refit), used
+    only where it explains the series, like the calendar ones."""
     conformal: bool = False
     log_scale: str = "auto"
     history: int = 512
@@ -244,7 +249,7 @@ class SeriesState:
         "key", "metric", "attributes", "log", "limit", "hist", "n", "last_t", "dt", "band", "fit_n", "fit_t",
         "pending", "rule", "z", "score", "value", "j", "open_start", "open_detection", "predictive",
         "last_event", "alarm_len", "fits", "updates", "fallbacks", "forecaster", "full_fit_n", "run", "run_limit",
-        "stuck", "tail", "slow", "slow_dt", "filled",
+        "stuck", "tail", "slow", "slow_dt", "filled", "period",
     )
 
     def __init__(self, key: str, metric: str, attributes: Mapping[str, Any], cfg: ThresholdConfig, log: bool) -> None:
@@ -287,6 +292,8 @@ class SeriesState:
         """Consecutive intervals longer than GAP_RATIO x dt and of about the same length ``slow_dt``
         (CADENCE_CHANGE in a row: the new sampling interval)."""
         self.slow_dt = 0.0
+        self.period: int | None = None
+        """Season found in the data (``found_season``; None: none found, or the calendar gives one)."""
         self.filled = 0
         """Slots of missing points filled into the history so seasons keep their phase (see ``_fill_gap``)."""
 
@@ -591,6 +598,7 @@ class ThresholdProcessor:
             failed_before = bf.fallback_ if bf is not None else None
             if bf is None or n_at - s.full_fit_n >= cfg.refit_every:
                 failed_before = None
+                self._find_period(s, arr)
                 bf = BandForecaster(
                     cfg.model, level=cfg.levels, season_length=self._season(s), log_scale=s.log,
                     conformal=cfg.conformal, robust_window=cfg.robust_window,
@@ -651,16 +659,43 @@ class ThresholdProcessor:
 
     def _season(self, s: SeriesState) -> int | tuple[int, ...] | None:
         """The season length to model: configured, or the calendar seasons (one day, one week of points)
-        for ``robust`` (``daily_season`` / ``weekly_season``) that the history can hold."""
+        for ``robust`` (``daily_season`` / ``weekly_season``) that the history can hold, or else the
+        period found in the data (``found_season``)."""
+        cfg = self.config
+        if cfg.season_length:
+            return cfg.season_length
+        return self._calendar(s) or s.period
+
+    def _calendar(self, s: SeriesState) -> tuple[int, ...] | None:
         from otel_llm.processors._forecast import seasonal_history_needed
 
         cfg = self.config
         days = [d for d, on in ((1, cfg.daily_season), (7, cfg.weekly_season)) if on]
-        if cfg.season_length or not (days and cfg.model == "robust" and s.dt > 0.0):
-            return cfg.season_length
+        if not (days and cfg.model == "robust" and s.dt > 0.0):
+            return None
         ps = [round(d * 86400.0 / s.dt) for d in days]
         ps = tuple(p for p in ps if p >= 4 and seasonal_history_needed(p, cfg.robust_window) <= cfg.history)
         return ps or None
+
+    def _find_period(self, s: SeriesState, arr) -> None:
+        """Look for a season in the data where the calendar gives none (``found_season``)."""
+        from otel_llm.processors._forecast import (
+            SEASON_OFFSETS,
+            SEASONS,
+            detect_period,
+            seasonal_history_needed,
+        )
+
+        cfg = self.config
+        if not (cfg.found_season and cfg.model == "robust" and not cfg.season_length
+                and (cfg.daily_season or cfg.weekly_season)):
+            return
+        day = round(86400.0 / s.dt) if s.dt > 0.0 else 0
+        if day >= 4 and seasonal_history_needed(day, cfg.robust_window) <= cfg.history:
+            return  # the timestamps name a usable day: the calendar seasons (as configured) decide
+        # the longest period whose seasons and residual window the history can hold
+        longest = (cfg.history - SEASON_OFFSETS) // (SEASONS + 1)
+        s.period = detect_period(arr, max_period=longest)
 
     def _predict_breach(self, s: SeriesState, arr, t: float) -> list[Detection]:
         """Time-to-breach: a trend forecast of a saturating series crossing its limit."""

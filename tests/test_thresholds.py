@@ -554,6 +554,50 @@ def test_band_forecaster_takes_missing_slots_and_the_stateless_forecast_refuses_
         forecast(y, 4, model=model, season_length=_DAY)
 
 
+def test_detect_period_finds_a_repeating_shape_and_nothing_in_noise_walks_or_lines():
+    rng = np.random.default_rng(11)
+    i = np.arange(4032)
+    hump = 20.0 + 60.0 * ((i % _DAY >= 100) & (i % _DAY < 200)) + rng.normal(0, 3.0, i.size)
+    assert _forecast.detect_period(hump) == _DAY
+    with_gaps = hump.copy()
+    with_gaps[1000:1040] = np.nan
+    assert _forecast.detect_period(with_gaps) == _DAY  # missing slots are left out
+    assert _forecast.detect_period(50 + 30 * np.sin(2 * np.pi * i / 100) + rng.normal(0, 5.0, i.size)) == 100
+    assert _forecast.detect_period(hump[: 2 * _DAY]) == _DAY  # two periods held
+    assert _forecast.detect_period(hump[: 2 * _DAY - 20]) is None  # fewer
+    assert _forecast.detect_period(hump, max_period=200) is None  # the day is longer than allowed
+    assert _forecast.detect_period(rng.normal(size=4000)) is None
+    assert _forecast.detect_period(np.cumsum(rng.normal(size=4000))) is None  # a random walk
+    assert _forecast.detect_period(np.full(500, 3.0)) is None
+    assert _forecast.detect_period(0.5 * np.arange(500.0)) is None
+
+
+@pytest.mark.parametrize("found_season", [True, False])
+def test_a_season_is_found_in_the_data_when_the_timestamps_name_no_calendar(found_season):
+    """NAB's "no jump" shape (a daily hump, one day without it) with sequence-number stamps (1, 2, 3:
+    read as seconds, so no day or week of points fits the history). With the period found in the data
+    the regular humps stay quiet and the missing one alarms; judged against the flat band, the humps
+    page and the day without one looks normal."""
+    from dataclasses import replace
+
+    from otel_llm.evaluation.anomaly import default_threshold_config, run_threshold
+    from otel_llm.evaluation.nab import NabSeries
+
+    n, odd = 14 * _DAY, 11 * _DAY
+    hump = ((np.arange(n) % _DAY > 100) & (np.arange(n) % _DAY < 200)).astype(float)
+    y = 20.0 + 60.0 * hump + np.random.default_rng(0).normal(0, 3.0, n)
+    y[odd : odd + _DAY] -= 60.0 * hump[odd : odd + _DAY]
+    cfg = replace(default_threshold_config(), found_season=found_season)
+    _, alarms = run_threshold(NabSeries("a/seq.csv", [], [float(i + 1) for i in range(n)], list(y), []), cfg)
+    opened = [i for i, a in enumerate(alarms) if a]
+    regular = [i for i in opened if 3 * _DAY <= i < odd]
+    missing_hump = [i for i in opened if odd + 100 <= i < odd + 200]
+    if found_season:
+        assert missing_hump and regular == []
+    else:
+        assert regular and missing_hump == []
+
+
 def test_a_gap_in_a_series_without_a_season_adds_nothing():
     proc = _proc(model="auto_ets")
     for i in range(100):
