@@ -87,8 +87,12 @@ def run_threshold(
     return scores, alarms
 
 
-def run_pyod(series: NabSeries, config=None, alarm_mode: str = "onset") -> tuple[list[float], list[int]]:
-    """Stream one series through the PyOD point detector (windowed features of the series itself)."""
+def run_pyod(
+    series: NabSeries, config=None, alarm_mode: str = "onset", stats: collections.Counter | None = None
+) -> tuple[list[float], list[int]]:
+    """Stream one series through the PyOD point detector (windowed features of the series itself).
+
+    ``stats`` is accepted for the same call as :func:`run_threshold`; nothing is added to it."""
     from otel_llm.processors._pointpyod import PointAnomalyDetector
 
     det = PointAnomalyDetector(**(config or {}))
@@ -137,7 +141,7 @@ def evaluate(
     stats: collections.Counter = collections.Counter()
     for s in chosen:
         t0 = time.perf_counter()
-        scores, alarms = run_threshold(s, config, alarm_mode, stats) if run is run_threshold else run(s, config, alarm_mode)
+        scores, alarms = run(s, config, alarm_mode, stats)
         elapsed += time.perf_counter() - t0
         points += len(s.values)
         results.append(score_series(alarms, s.windows, s.times))
@@ -153,7 +157,7 @@ def evaluate(
         points=points,
         seconds_per_10k_points=(elapsed / points * 10_000) if points else None,
     )
-    if run is run_threshold:
+    if detector == "threshold":
         # What the input held besides points: rows dropped (NaN/inf, not later than the row before) and
         # missing points (gaps in the timeline) the detector kept on its time grid.
         summary["input"] = {
