@@ -452,7 +452,7 @@ class BandForecaster:
             try:
                 out = _from_model_space_dict(model_call(), self.scale_, self.level)
                 if all(np.all(np.isfinite(v)) for v in out.values()):
-                    self.season_ = self.season_length if isinstance(self.season_length, int) else None
+                    self.season_ = self.season_length  # one period or None for statsforecast models
                     return out
                 raise FloatingPointError("forecast band is not finite")
             except Exception as exc:

@@ -508,10 +508,11 @@ class ThresholdProcessor:
         models get the slots interpolated. The slots are never judged and count only as history (and
         in ``state.filled``). Gaps longer than the longest season hold only their remainder modulo it
         (the phase is all that matters). Series with no season to keep in phase are left as they are."""
-        ps = self._season(s)
+        from otel_llm.processors._forecast import _candidates
+
+        ps = _candidates(self._season(s))
         if not ps or missing < 1:
             return
-        ps = (ps,) if isinstance(ps, int) else tuple(ps)
         longest = max(ps)
         if missing > longest:
             missing %= longest
