@@ -198,9 +198,13 @@ _MISSING = (math.nan,)
 _NORMAL_TAIL_RATIO = 3.449
 """(q99 - q1) / (q75 - q25) of a normal distribution: 2 x 2.326 / (2 x 0.6745)."""
 GAP_RATIO = 1.5
-"""An interval longer than this many sampling intervals is a gap: missing points, not a new cadence."""
-CADENCE_CHANGE = 4
-"""Gaps in a row, of about the same length, that mean the sampling interval itself changed (adopted)."""
+"""Intervals outside (1/2, GAP_RATIO] sampling intervals are off the cadence: gaps, bursts, or a new cadence."""
+CADENCE_CHANGE = 8
+"""Such intervals in a row, of about the same length, that mean the sampling interval itself changed (adopted)."""
+GRID_BOOT = 8
+"""First intervals whose median is the sampling interval, before the time grid is anchored."""
+GRID_PHASE_GAIN = 0.02
+"""Share of each point's offset from its slot by which the grid's phase moves toward it."""
 
 
 def _tail_factor(arr, cap: float) -> float:
@@ -249,7 +253,7 @@ class SeriesState:
         "key", "metric", "attributes", "log", "limit", "hist", "n", "last_t", "dt", "band", "fit_n", "fit_t",
         "pending", "rule", "z", "score", "value", "j", "open_start", "open_detection", "predictive",
         "last_event", "alarm_len", "fits", "updates", "fallbacks", "forecaster", "full_fit_n", "run", "run_limit",
-        "stuck", "tail", "slow", "slow_dt", "filled", "period",
+        "stuck", "tail", "slow", "slow_dt", "filled", "period", "boot", "t0", "pos0", "span", "slots", "reread", "shared",
     )
 
     def __init__(self, key: str, metric: str, attributes: Mapping[str, Any], cfg: ThresholdConfig, log: bool) -> None:
@@ -289,9 +293,21 @@ class SeriesState:
         self.tail = 1.0
         """Factor on the rolling-quantile band's robust sigma for heavy tails (``tail_scale``)."""
         self.slow = 0
-        """Consecutive intervals longer than GAP_RATIO x dt and of about the same length ``slow_dt``
-        (CADENCE_CHANGE in a row: the new sampling interval)."""
+        """Consecutive intervals off the cadence (outside (1/2, GAP_RATIO] x dt) and of about the same length
+        ``slow_dt`` (CADENCE_CHANGE in a row: the new sampling interval)."""
         self.slow_dt = 0.0
+        self.boot: list[float] | None = []
+        """The first GRID_BOOT intervals (None once the time grid is anchored)."""
+        self.t0 = 0.0
+        self.pos0 = 0
+        """The time grid: a point at time t belongs at history position pos0 + (t - t0) / dt."""
+        self.shared = 0
+        """Points that fell in the previous point's slot (judged; their value replaced that one in the history)."""
+        self.span = 0.0
+        self.slots = 0
+        """Time spanned and slots held since the cadence was set (dt = span / slots; see ``_on_grid``)."""
+        self.reread = 16
+        """Slot count at which dt is next re-read (doubling)."""
         self.period: int | None = None
         """Season found in the data (``found_season``; None: none found, or the calendar gives one)."""
         self.filled = 0
@@ -430,24 +446,26 @@ class ThresholdProcessor:
         if t <= s.last_t:
             self._drop("out_of_order")
             return _EMPTY
+        merge = False
         if s.n:
-            dt = t - s.last_t
-            if s.dt == 0.0:
-                s.dt = dt
-            elif dt <= GAP_RATIO * s.dt:
-                s.dt += 0.05 * (dt - s.dt)
+            iv = t - s.last_t
+            dt = s.dt
+            if s.boot is None and 0.5 * dt < iv <= GAP_RATIO * dt:  # the common case, inline (see _on_grid)
                 s.slow = 0
+                s.span += iv
+                s.slots += 1
+                if s.slots >= s.reread:
+                    dt = self._reread(s)
+                behind = s.pos0 + (t - s.t0) / dt - s.n
+                if behind >= 0.75 or behind <= -0.75:
+                    merge = self._place(s, behind, dt)
+                elif behind:
+                    s.t0 += GRID_PHASE_GAIN * behind * dt
             else:
-                # a gap, or the first of CADENCE_CHANGE intervals in a row of about the same new length
-                s.slow = s.slow + 1 if s.slow and abs(dt - s.slow_dt) <= 0.25 * s.slow_dt else 1
-                s.slow_dt = dt
-                if s.slow >= CADENCE_CHANGE:  # the sampling interval changed: adopt it
-                    s.dt = dt
-                    s.slow = 0
-                else:
-                    self._fill_gap(s, round(dt / s.dt) - 1)
+                merge = self._on_grid(s, iv, t)
         s.last_t = t
-        s.n += 1
+        if not merge:
+            s.n += 1
         s.run = s.run + 1 if value == s.value else 1
         s.value = value
         out = _EMPTY
@@ -457,6 +475,8 @@ class ThresholdProcessor:
             j = s.n - b.n0 - 1
             if j >= b.h:
                 j = b.h - 1
+            elif j < 0:  # a point in the previous slot, just after a fit
+                j = 0
             s.j = j
             c = b.c
             x = value if c is None else math.log1p((value if value > 0.0 else 0.0) / c)
@@ -483,7 +503,10 @@ class ThresholdProcessor:
                 s.alarm_len = 0
         else:
             s.last_event = 0
-        s.hist.append(learn)
+        if merge:
+            s.hist[-1] = learn
+        else:
+            s.hist.append(learn)
         cfg = self.config
         if (
             not s.pending
@@ -496,7 +519,96 @@ class ThresholdProcessor:
                 out = [*out, *fitted]
         return out
 
-    def _fill_gap(self, s: SeriesState, missing: int) -> None:
+    def _on_grid(self, s: SeriesState, iv: float, t: float) -> bool:
+        """Learn the sampling interval and keep the history on the time grid it defines.
+
+        The seasonal band finds "the same time yesterday" by position, so position must follow
+        time. The interval is the time spanned since the cadence was set over the slots it held:
+        an interval up to 1.75 sampling intervals is one slot, a longer one is a gap of as many
+        slots as it spans (so timestamp jitter cancels out, where a running mean of the intervals
+        moved the period by a few points at every refit); it is re-read each time the count
+        doubles, keeping the grid's phase. A point's place on the grid says how many points are
+        missing before it or that it shares the previous point's slot (``_place``). CADENCE_CHANGE
+        intervals in a row outside (1/2, GAP_RATIO] intervals and of about the same length are a new
+        sampling interval, adopted at once. ``_observe`` runs the common case (an interval within
+        the cadence) inline and calls this for the first GRID_BOOT intervals and the others. Returns
+        True when the point shares the previous slot."""
+        boot = s.boot
+        if boot is not None:  # the first intervals: their median, no gaps yet
+            boot.append(iv)
+            boot.sort()
+            s.dt = dt = boot[len(boot) // 2]
+            if len(boot) >= GRID_BOOT:
+                s.boot = None
+                self._set_grid(s, t)
+                for v in boot:
+                    if v >= 0.25 * dt:
+                        s.span += v
+                        s.slots += 1 if v <= 1.75 * dt else round(v / dt)
+            return False
+        # an interval outside the cadence: a gap, a burst of early points, or the first of a new cadence
+        dt = s.dt
+        s.slow = s.slow + 1 if s.slow and abs(iv - s.slow_dt) <= 0.25 * s.slow_dt else 1
+        s.slow_dt = iv
+        if s.slow >= CADENCE_CHANGE:  # the sampling interval changed: adopt it
+            s.dt, s.slow = iv, 0
+            self._set_grid(s, t)
+            return False
+        if iv >= 0.25 * dt:  # shorter: not a slot of this cadence (a duplicate, a burst)
+            s.span += iv
+            s.slots += 1 if iv <= 1.75 * dt else round(iv / dt)
+            if s.slots >= s.reread:
+                dt = self._reread(s)
+        return self._place(s, s.pos0 + (t - s.t0) / dt - s.n, dt)
+
+    @staticmethod
+    def _reread(s: SeriesState) -> float:
+        """Re-read the interval from the span and slots (at 16, 32, 64, ... slots), keeping the phase."""
+        s.reread = 1 << s.slots.bit_length()
+        s.t0 += (s.n - 1 - s.pos0) * s.dt  # re-anchored at the last point's slot
+        s.pos0 = s.n - 1
+        s.dt = s.span / s.slots
+        return s.dt
+
+    def _place(self, s: SeriesState, behind: float, dt: float) -> bool:
+        """Place a point ``behind`` slots after the next position: fill the missing slots before it,
+        or put it in the previous point's slot (its value replaces that one, where seasons keep the
+        grid); one early or late by less than 3/4 of a slot is where it should be. The grid's phase
+        then moves GRID_PHASE_GAIN of the way toward the point. True when the slot is shared."""
+        merge = False
+        if behind >= 0.75:
+            missing = int(behind + 0.25)
+            s.pos0 -= missing - self._fill_gap(s, missing)
+            behind -= missing
+        elif behind <= -0.75:
+            if self._grid_seasons(s):
+                merge = True
+                s.shared += 1
+                behind += 1.0
+            else:
+                k = round(-behind)
+                s.pos0 += k
+                behind += k
+        if behind:
+            s.t0 += GRID_PHASE_GAIN * behind * dt
+        return merge
+
+    @staticmethod
+    def _set_grid(s: SeriesState, t: float) -> None:
+        """Anchor a new time grid (interval ``s.dt``) at the point at time t."""
+        s.t0 = t
+        s.pos0 = s.n
+        s.span = 0.0
+        s.slots = 0
+        s.reread = 16
+
+    def _grid_seasons(self, s: SeriesState) -> tuple[int, ...]:
+        """Seasons (in points) whose phase the history keeps on the time grid; () for none."""
+        from otel_llm.processors._forecast import _candidates
+
+        return _candidates(self._season(s))
+
+    def _fill_gap(self, s: SeriesState, missing: int) -> int:
         """Keep a seasonal series' history on its time grid across ``missing`` absent points.
 
         The seasonal band finds "the same time yesterday" by position in the history, so a gap
@@ -508,11 +620,9 @@ class ThresholdProcessor:
         models get the slots interpolated. The slots are never judged and count only as history (and
         in ``state.filled``). Gaps longer than the longest season hold only their remainder modulo it
         (the phase is all that matters). Series with no season to keep in phase are left as they are."""
-        from otel_llm.processors._forecast import _candidates
-
-        ps = _candidates(self._season(s))
+        ps = self._grid_seasons(s)
         if not ps or missing < 1:
-            return
+            return 0
         longest = max(ps)
         if missing > longest:
             missing %= longest
@@ -525,6 +635,7 @@ class ThresholdProcessor:
             hist.extend(_MISSING * missing)
         s.n += missing
         s.filled += missing
+        return missing
 
     def _event(self, s: SeriesState, ev: int, t: float, value: float, j: int) -> Detection:
         b = s.band

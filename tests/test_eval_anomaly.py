@@ -102,7 +102,8 @@ def test_odd_series_do_not_break_the_harness(tmp_path):
 
 
 def test_the_harness_reports_gaps_it_kept_on_the_time_grid(tmp_path):
-    """Five-minute points over three days with two holes (2 h and 25 min) and a repeated stamp."""
+    """Five-minute points over three days with two holes (2 h and 25 min), a repeated stamp and a
+    point 50 s after the one before."""
     from otel_llm.evaluation.anomaly import evaluate
 
     data = tmp_path / "data" / "g"
@@ -112,10 +113,13 @@ def test_the_harness_reports_gaps_it_kept_on_the_time_grid(tmp_path):
     lines = [f"2024-01-{1 + i // 288:02d} {i % 288 // 12:02d}:{i % 12 * 5:02d}:00,{20.0 + (i * 7919 % 13) / 13!r}"
              for i in rows]
     lines.insert(100, lines[99])  # the same row twice: not later than the one before
+    at = rows.index(500) + 2
+    lines.insert(at, lines[at - 1].replace(":00,", ":50,", 1))  # 50 s after a point: its slot, shared
     (data / "s.csv").write_text("timestamp,value\n" + "\n".join(lines) + "\n")
     (tmp_path / "labels" / "combined_windows.json").write_text(json.dumps({"g/s.csv": []}))
     out = evaluate(tmp_path, "threshold", tmp_path / "res")
-    assert out["input"] == {"dropped": {"out_of_order": 1}, "gap_slots": 29, "series_with_gaps": 1}
+    assert out["input"] == {"dropped": {"out_of_order": 1}, "gap_slots": 29, "series_with_gaps": 1,
+                            "shared_slots": 1}
     assert len((tmp_path / "res" / "g" / "s.csv").read_text().splitlines()) == len(lines) + 1
 
 
@@ -238,3 +242,4 @@ def test_the_nab_like_artificial_set_is_one_sparse_window_per_series(tmp_path):
     for s in series:
         (a, b), = s.windows
         assert b - a == 402  # 10 % of the rows, NAB's window width for one anomaly
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -515,6 +516,52 @@ def test_gaps_in_the_timeline_keep_the_daily_season_in_phase(seed):
     assert [i for i in opened if 3 * _DAY <= i < odd or i >= odd + _DAY] == []
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_jittered_timestamps_keep_the_daily_season_in_phase(seed):
+    """The odd-day hump series, each timestamp up to 90 s off its 5-minute slot (a busy scraper, a
+    sensor that reports when it can). A running mean of the intervals wandered by a few percent, so
+    the period, 86,400 s over the interval, moved by several points at every refit and the humps paged
+    on regular days. The grid's interval is the time spanned over the slots held (the jitter cancels
+    out) and each point is placed by its time: the odd day alarms and the regular days stay quiet."""
+    from otel_llm.evaluation.anomaly import default_threshold_config
+
+    n, odd = 14 * _DAY, 11 * _DAY
+    rng = np.random.default_rng(seed)
+    hump = ((np.arange(n) % _DAY > 100) & (np.arange(n) % _DAY < 200)).astype(float)
+    y = 20.0 + 60.0 * hump + rng.normal(0, 3.0, n)
+    y[odd : odd + _DAY] += 40.0 * hump[odd : odd + _DAY]
+    t = 1.7e9 + 300.0 * np.arange(n) + rng.uniform(-90.0, 90.0, n)
+    proc = ThresholdProcessor(replace(default_threshold_config(), refit="inline"), emit_metrics=False)
+    h = proc.series("jittery")
+    opened = []
+    for i in range(n):
+        h.observe(float(t[i]), float(y[i]))
+        if h.state.last_event == OPENED:
+            opened.append(i)
+    assert abs(h.state.dt - 300.0) < 0.3
+    assert h.state.filled <= 2 and abs(h.state.n - n) <= 2  # a slot or two while the interval was learned
+    assert any(odd + 100 <= i < odd + 200 for i in opened)
+    assert [i for i in opened if 3 * _DAY <= i < odd or i >= odd + _DAY] == []
+
+
+def test_a_point_in_the_previous_slot_replaces_it_and_a_run_of_gaps_is_not_a_new_cadence():
+    proc = _proc(model="robust", log_scale="off", history=4096)
+    y = _daily(days=4, seed=5)
+    s = proc.series("rps").state
+    for i in range(3 * _DAY):
+        proc.observe("rps", {}, 300.0 * i, float(y[i]))
+    assert s.forecaster.season_ == _DAY
+    n0, t = s.n, 300.0 * (3 * _DAY - 1)
+    proc.observe("rps", {}, t + 20.0, 55.0)  # a second point in the last slot: its value replaces the first
+    assert (s.n, s.hist[-1]) == (n0, 55.0)
+    proc.observe("rps", {}, t + 300.0, 21.0)  # the next slot, in its place
+    assert (s.n, s.filled) == (n0 + 1, 0)
+    t += 300.0
+    for k in range(1, CADENCE_CHANGE):  # a point missing before each of several in a row: gaps, one slot each
+        proc.observe("rps", {}, t + 600.0 * k, 21.0)
+    assert s.dt == 300.0 and s.filled == CADENCE_CHANGE - 1 and s.n == n0 + 1 + 2 * (CADENCE_CHANGE - 1)
+
+
 def test_a_gap_is_filled_on_the_time_grid_and_a_new_sampling_interval_is_adopted():
     proc = _proc(model="robust", log_scale="off", history=4096)
     y = _daily(days=4, seed=5)
@@ -533,7 +580,7 @@ def test_a_gap_is_filled_on_the_time_grid_and_a_new_sampling_interval_is_adopted
     assert list(s.hist)[-31:-1] == list(s.hist)[-31 - _DAY : -1 - _DAY]  # the season in use: one day earlier
     assert abs(s.dt - 300.0) < 1.0  # a gap is not a slower cadence
     t = 300.0 * (3 * _DAY + 30)
-    for k in range(1, 7):  # the exporter now sends every 10 minutes: adopted after CADENCE_CHANGE intervals
+    for k in range(1, CADENCE_CHANGE + 3):  # the exporter now sends every 10 minutes: adopted after CADENCE_CHANGE
         proc.observe("rps", {}, t + 600.0 * k, 50.0)
     assert abs(s.dt - 600.0) < 1.0
     assert s.filled == 40 + CADENCE_CHANGE - 1

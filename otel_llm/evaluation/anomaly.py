@@ -54,8 +54,9 @@ def run_threshold(
 ) -> tuple[list[float], list[int]]:
     """Stream one series through a fresh ThresholdProcessor; return per-row (score, alarm).
 
-    ``stats``, when given, gains the rows the processor dropped (by reason) and ``gap_slots``, the
-    missing points it held on the time grid."""
+    ``stats``, when given, gains the rows the processor dropped (by reason), ``gap_slots``, the
+    missing points it held on the time grid, and ``shared_slots``, the points that fell in the
+    previous point's slot."""
     from otel_llm.processors._alarm import OPENED
     from otel_llm.processors._thresholds import ThresholdProcessor
 
@@ -68,9 +69,9 @@ def run_threshold(
     alarms: list[int] = []
     onset = alarm_mode == "onset"
     for t, v in zip(series.times, series.values, strict=True):
-        n0 = st.n
+        t0 = st.last_t
         handle.observe(t, v)
-        if st.n == n0 or st.band is None:  # dropped or still warming up
+        if st.last_t == t0 or st.band is None:  # dropped or still warming up
             scores.append(0.0)
             alarms.append(0)
             continue
@@ -84,6 +85,7 @@ def run_threshold(
         stats.update(proc.dropped)
         stats["gap_slots"] += st.filled
         stats["series_with_gaps"] += st.filled > 0
+        stats["shared_slots"] += st.shared
     return scores, alarms
 
 
@@ -158,12 +160,13 @@ def evaluate(
         seconds_per_10k_points=(elapsed / points * 10_000) if points else None,
     )
     if detector == "threshold":
-        # What the input held besides points: rows dropped (NaN/inf, not later than the row before) and
-        # missing points (gaps in the timeline) the detector kept on its time grid.
+        # What the input held besides points: rows dropped (NaN/inf, not later than the row before),
+        # missing points (gaps in the timeline) the detector kept on its time grid, and points that
+        # fell in the previous point's slot.
+        grid = ("gap_slots", "series_with_gaps", "shared_slots")
         summary["input"] = {
-            "dropped": {k: v for k, v in sorted(stats.items()) if k not in ("gap_slots", "series_with_gaps")},
-            "gap_slots": stats["gap_slots"],
-            "series_with_gaps": stats["series_with_gaps"],
+            "dropped": {k: v for k, v in sorted(stats.items()) if k not in grid},
+            **{k: stats[k] for k in grid},
         }
     return summary
 
