@@ -243,3 +243,36 @@ def test_the_nab_like_artificial_set_is_one_sparse_window_per_series(tmp_path):
         (a, b), = s.windows
         assert b - a == 402  # 10 % of the rows, NAB's window width for one anomaly
 
+
+def test_the_gapped_and_jittered_copies_keep_values_and_windows(tmp_path):
+    """The development copies of a dataset (scripts/with_gaps.py, scripts/with_jitter.py) load in the
+    harness, keep every value (gaps: in order, fewer rows) and the windows, and move each jittered
+    stamp by less than the amplitude, in order."""
+    import runpy
+
+    from otel_llm.evaluation.nab import load_nab
+
+    src = tmp_path / "src"
+    (src / "data" / "g").mkdir(parents=True)
+    (src / "labels").mkdir()
+    rows = [f"2024-01-{1 + i // 288:02d} {i % 288 // 12:02d}:{i % 12 * 5:02d}:00,{i * 0.5!r}" for i in range(3 * 288)]
+    (src / "data" / "g" / "s.csv").write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    windows = {"g/s.csv": [["2024-01-02 10:00:00", "2024-01-02 12:00:00"]]}
+    (src / "labels" / "combined_windows.json").write_text(json.dumps(windows))
+    scripts = Path(__file__).parent.parent / "scripts"
+    (clean,) = load_nab(src)
+
+    runpy.run_path(str(scripts / "with_jitter.py"))["copy_with_jitter"](src, tmp_path / "jit", 0.3, 1)
+    (jit,) = load_nab(tmp_path / "jit")
+    assert jit.values == clean.values and jit.windows == clean.windows
+    moved = [abs(a - b) for a, b in zip(jit.times, clean.times, strict=True)]
+    assert moved[0] == 0.0 and max(moved) <= 0.3 * 300 + 1 and sum(m > 30 for m in moved) > 400
+    assert all(b > a for a, b in zip(jit.times, jit.times[1:], strict=False))
+    with pytest.raises(ValueError, match="outside"):
+        runpy.run_path(str(scripts / "with_jitter.py"))["copy_with_jitter"](src, tmp_path / "bad", 0.6)
+
+    read, written = runpy.run_path(str(scripts / "with_gaps.py"))["copy_with_gaps"](src, tmp_path / "gap", 3)
+    (gap,) = load_nab(tmp_path / "gap")
+    assert read == len(clean.values) > written == len(gap.values) and gap.windows == clean.windows
+    kept = dict(zip(clean.times, clean.values, strict=True))
+    assert all(kept[t] == v for t, v in zip(gap.times, gap.values, strict=True))
