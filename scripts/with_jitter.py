@@ -34,6 +34,8 @@ def _stamp(t: float, mode: str) -> str:
 
 def copy_with_jitter(src: Path, out: Path, amplitude: float = 0.3, seed: int = 0) -> int:
     """Write the jittered copy; returns the number of series."""
+    if not (src / "data").is_dir() or not (src / "labels").is_dir():
+        raise ValueError(f"{src} is not a NAB-layout dataset (needs data/ and labels/)")
     if not 0.0 <= amplitude <= 0.45:
         raise ValueError(f"amplitude {amplitude} is outside [0, 0.45] sampling intervals")
     shutil.rmtree(out, ignore_errors=True)
@@ -60,17 +62,13 @@ def main(argv: list[str]) -> int:
     if not 2 <= len(argv) <= 4:
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
-    src, out = Path(argv[0]), Path(argv[1])
-    if not (src / "data").is_dir() or not (src / "labels").is_dir():
-        print(f"{src} is not a NAB-layout dataset (needs data/ and labels/)", file=sys.stderr)
-        return 2
-    amplitude = float(argv[2]) if len(argv) > 2 else 0.3
     try:
-        n = copy_with_jitter(src, out, amplitude, int(argv[3]) if len(argv) > 3 else 0)
+        amplitude = float(argv[2]) if len(argv) > 2 else 0.3
+        n = copy_with_jitter(Path(argv[0]), Path(argv[1]), amplitude, int(argv[3]) if len(argv) > 3 else 0)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
-    print(f"wrote {out}: {n} series, timestamps moved by up to {amplitude:g} sampling intervals")
+    print(f"wrote {argv[1]}: {n} series, timestamps moved by up to {amplitude:g} sampling intervals")
     return 0
 
 
