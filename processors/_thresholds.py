@@ -542,9 +542,7 @@ class ThresholdProcessor:
                 s.boot = None
                 self._set_grid(s, t)
                 for v in boot:
-                    if v >= 0.25 * dt:
-                        s.span += v
-                        s.slots += 1 if v <= 1.75 * dt else round(v / dt)
+                    self._span(s, v, dt)
             return False
         # an interval outside the cadence: a gap, a burst of early points, or the first of a new cadence
         dt = s.dt
@@ -554,12 +552,19 @@ class ThresholdProcessor:
             s.dt, s.slow = iv, 0
             self._set_grid(s, t)
             return False
-        if iv >= 0.25 * dt:  # shorter: not a slot of this cadence (a duplicate, a burst)
+        self._span(s, iv, dt)
+        if s.slots >= s.reread:
+            dt = self._reread(s)
+        return self._place(s, s.pos0 + (t - s.t0) / dt - s.n, dt)
+
+    @staticmethod
+    def _span(s: SeriesState, iv: float, dt: float) -> None:
+        """Add an off-cadence interval to the span and slots that give dt (the inline common case
+        adds one slot): up to 1.75 dt one slot, longer as many as it spans, under dt / 4 none (a
+        duplicate or a burst is not a slot of this cadence)."""
+        if iv >= 0.25 * dt:
             s.span += iv
             s.slots += 1 if iv <= 1.75 * dt else round(iv / dt)
-            if s.slots >= s.reread:
-                dt = self._reread(s)
-        return self._place(s, s.pos0 + (t - s.t0) / dt - s.n, dt)
 
     @staticmethod
     def _reread(s: SeriesState) -> float:
