@@ -559,9 +559,9 @@ class ThresholdProcessor:
 
     @staticmethod
     def _span(s: SeriesState, iv: float, dt: float) -> None:
-        """Add an off-cadence interval to the span and slots that give dt (the inline common case
-        adds one slot): up to 1.75 dt one slot, longer as many as it spans, under dt / 4 none (a
-        duplicate or a burst is not a slot of this cadence)."""
+        """Add an interval (one of the first GRID_BOOT, or one off the cadence; the inline common case
+        adds its own one slot) to the span and slots that give dt: up to 1.75 dt one slot, longer as
+        many as it spans, under dt / 4 none (a duplicate or a burst is not a slot of this cadence)."""
         if iv >= 0.25 * dt:
             s.span += iv
             s.slots += 1 if iv <= 1.75 * dt else round(iv / dt)
