@@ -16,9 +16,12 @@
   :attr:`threshold_`;
 * ``explain(x)`` is a per-feature attribution independent of the detector:
   each feature's two-sided tail probability under the training window's
-  empirical distribution, as ``-log`` evidence, normalised to shares. ECOD's
-  own score is the sum of these per-feature tail terms, so for ECOD this is its
-  exact decomposition; for the others it names which columns are out of range.
+  empirical distribution, as ``-log`` evidence, normalised to shares; past the
+  training range (where that probability is 0) an exponential tail fitted to
+  the most extreme training rows, so the farther out of two out-of-range
+  columns leads. Within the range this is ECOD's own per-feature decomposition
+  (ECOD's score sums these tail terms); for the others it names which columns
+  are out of range.
 
 Features go through ``log1p`` (all request features are non-negative and
 heavy-tailed) and a robust standardisation (median / IQR) before the detector;
@@ -35,6 +38,9 @@ import numpy as np
 
 VALID_DETECTORS = ("ecod", "iforest", "hbos", "copod", "loda")
 _ROW_WISE = frozenset({"ecod", "copod"})
+_MIN_TAIL_SCALE = 0.1
+"""Smallest tail scale (robust-z units) for ``explain`` past the training range: a bounded column's
+training rows can end abruptly, and a value just past them should not dwarf one far out in another."""
 
 
 def _make(name: str, contamination: float, random_state: int):
@@ -122,7 +128,16 @@ class OutlierDetector:
         self.model_ = model
         train = np.asarray(model.decision_scores_, dtype=float)
         self.train_scores_ = np.sort(train)
-        self.sorted_columns_ = np.sort(Z, axis=0)
+        S = np.sort(Z, axis=0)
+        self.sorted_columns_ = S
+        # Exponential tails past the training range, for ``explain`` (mean excess of the k most extreme rows)
+        n = S.shape[0]
+        k = min(max(5, n // 20), n - 1)
+        self.tail_rows_ = k
+        self.upper_edge_ = S[n - k - 1]
+        self.lower_edge_ = S[k]
+        self.upper_scale_ = np.maximum(S[n - k :].mean(axis=0) - self.upper_edge_, _MIN_TAIL_SCALE)
+        self.lower_scale_ = np.maximum(self.lower_edge_ - S[:k].mean(axis=0), _MIN_TAIL_SCALE)
         self.train_maxz_ = np.sort(np.max(np.abs(Z), axis=1))
         self.threshold_ = 1.0 - self.contamination
         return self
@@ -155,21 +170,39 @@ class OutlierDetector:
         return (self.score(X) >= self.threshold_).astype(int)
 
     def explain(self, x) -> dict[str, float]:
-        """Feature -> share of the evidence (sums to 1), largest first."""
+        """Feature -> share of the evidence (sums to 1), largest first.
+
+        A feature's evidence is ``-log`` of its two-sided tail probability
+        under the training window's empirical distribution. Past the training
+        range, where the empirical probability is 0 for every value, it follows
+        an exponential tail fitted to the most extreme training rows (so a value
+        far out counts more than one just past the edge, and two out-of-range
+        features are ranked by how far out each is); ties go to the larger |z|.
+        """
         z = self._transform(np.atleast_2d(np.asarray(x, dtype=float)))[0]
         S = self.sorted_columns_
         n = S.shape[0]
+        cap = np.log(n + 1.0)
+        share = self.tail_rows_ / (n + 1.0)
         ev = np.empty(z.size)
         for j in range(z.size):
-            le = np.searchsorted(S[:, j], z[j], side="right")
-            ge = n - np.searchsorted(S[:, j], z[j], side="left")
-            p = min(le, ge) / (n + 1.0)
-            ev[j] = max(0.0, -np.log(max(2.0 * p, 1.0 / (n + 1.0))))
+            zj = z[j]
+            le = np.searchsorted(S[:, j], zj, side="right")
+            ge = n - np.searchsorted(S[:, j], zj, side="left")
+            m = min(le, ge)
+            if m == 0:  # past the training range: extrapolate the tail
+                if ge == 0:
+                    excess = (zj - self.upper_edge_[j]) / self.upper_scale_[j]
+                else:
+                    excess = (self.lower_edge_[j] - zj) / self.lower_scale_[j]
+                ev[j] = max(cap, -np.log(2.0 * share) + excess)
+            else:
+                ev[j] = max(0.0, -np.log(2.0 * m / (n + 1.0)))
         total = float(ev.sum())
-        if total <= 0:
+        if total <= 0 or not np.isfinite(total):
             return {}
-        pairs = sorted(zip(self.features_in_, ev / total, strict=True), key=lambda kv: -kv[1])
-        return {k: round(float(v), 4) for k, v in pairs if v > 0}
+        order = sorted(range(z.size), key=lambda j: (-ev[j], -abs(z[j])))
+        return {self.features_in_[j]: round(float(ev[j] / total), 4) for j in order if ev[j] > 0}
 
     def deviation(self, x) -> dict[str, float]:
         """Feature -> robust z (in log space) of ``x``: the sign says above or below normal."""

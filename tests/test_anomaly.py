@@ -88,6 +88,26 @@ def test_attribution_names_the_perturbed_feature(feature):
     assert det.deviation(row)[feature] > 3
 
 
+def test_attribution_past_the_training_range_ranks_by_how_far_out():
+    # Two features past everything seen in training: the empirical tail probability is 0 for both,
+    # so only the fitted tail can tell the value just past the edge from the one far out.
+    rng = np.random.default_rng(3)
+    train = _rows(500, rng)
+    det = OutlierDetector("ecod", 0.02, feature_names=FEATURES).fit(train)
+    row = np.nanmedian(train, axis=0)
+    ttft, queue = FEATURES.index("ttft"), FEATURES.index("queue_time")
+    row[ttft] = train[:, ttft].max() * 1.02  # just past the edge (listed first in FEATURES)
+    row[queue] = train[:, queue].max() * 4  # far out
+    contributions = det.explain(row)
+    assert list(contributions)[:2] == ["queue_time", "ttft"]
+    assert contributions["queue_time"] > 1.5 * contributions["ttft"]
+    assert sum(contributions.values()) == pytest.approx(1.0, abs=1e-3)
+    # below the range counts the same way
+    row[queue] = np.nanmedian(train[:, queue])
+    row[ttft] = train[:, ttft].min() / 4
+    assert next(iter(det.explain(row))) == "ttft"
+
+
 # ------------------------------------------------------------ the processor
 def _span(i, rng, *, tpot_factor=1.0, t0=1_000.0, gpu=None, model="tiny"):
     tpot = float(rng.lognormal(np.log(0.02), 0.2)) * tpot_factor
