@@ -66,6 +66,37 @@ def test_bad_arguments_list_valid_choices(tmp_path):
     assert r.exit_code == 2 and "data" in r.output
 
 
+def test_exported_csv_quirks_are_read_and_label_mismatches_are_reported(tmp_path):
+    # A spreadsheet export: byte-order mark, CRLF line ends, capitalised header with spaces, an extra column.
+    data = tmp_path / "data" / "g"
+    data.mkdir(parents=True)
+    (tmp_path / "labels").mkdir()
+    rows = [f"2024-01-01 {i // 60:02d}:{i % 60:02d}:00,{1.0 + (i % 3) + (40.0 if i == 150 else 0.0)},0" for i in range(200)]
+    text = "\r\n".join(["Timestamp, Value ,label", *rows]) + "\r\n"
+    (data / "export.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    (data / "unlabelled.csv").write_text("timestamp,value\n" + "\n".join(r.rsplit(",", 1)[0] for r in rows) + "\n")
+    window = [["2024-01-01 02:25:00.000000", "2024-01-01 02:35:00.000000"]]
+    (tmp_path / "labels" / "combined_windows.json").write_bytes(
+        b"\xef\xbb\xbf" + json.dumps({"g/export.csv": window, "g/renamed.csv": window}).encode()
+    )
+    out = tmp_path / "results"
+    result = CliRunner().invoke(build_app(), ["eval", "anomaly", "--nab", str(tmp_path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "1 series have no entry" in result.stderr and "g/unlabelled.csv" in result.stderr
+    assert "1 label entries name no file" in result.stderr and "g/renamed.csv" in result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["labels"] == {"labels_file": True, "series_without_entry": 1, "entries_without_data": ["g/renamed.csv"]}
+    assert summary["event"]["windows"] == 1 and summary["event"]["detected"] == 1  # the spike at row 150
+    written = (out / "g" / "export.csv").read_bytes()
+    assert b"\r" not in written and written.startswith(b"timestamp,value,anomaly_score,alarm\n")
+    assert written.count(b"\n") == 201 and b"2024-01-01 00:00:00,1.0," in written
+    # no labels file at all: said once, and every series is scored as having no windows
+    (tmp_path / "labels" / "combined_windows.json").unlink()
+    result = CliRunner().invoke(build_app(), ["eval", "anomaly", "--nab", str(tmp_path)])
+    assert result.exit_code == 0 and "no " in result.stderr and "combined_windows.json" in result.stderr
+    assert json.loads(result.stdout)["labels"]["labels_file"] is False
+
+
 def test_odd_series_do_not_break_the_harness(tmp_path):
     import math
 

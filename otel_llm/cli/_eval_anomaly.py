@@ -9,6 +9,24 @@ from typing import Optional
 import typer
 
 
+def _warn_labels(err, nab: Path, report: dict) -> None:
+    """Say on stderr where the labels and the data do not match (scoring goes on: such series have no windows)."""
+
+    def names(keys: list[str]) -> str:
+        return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+
+    if not report["labels_file"]:
+        err.print(f"[yellow]warning:[/] no {nab / 'labels' / 'combined_windows.json'}: every series is scored as "
+                  "having no anomaly windows (NAB layout: labels/combined_windows.json)")
+        return
+    if report["series_without_entry"]:
+        err.print(f"[yellow]warning:[/] {len(report['series_without_entry'])} series have no entry in "
+                  f"combined_windows.json and are scored with no windows: {names(report['series_without_entry'])}")
+    if report["entries_without_data"]:
+        err.print(f"[yellow]warning:[/] {len(report['entries_without_data'])} label entries name no file under "
+                  f"{nab / 'data'}: {names(report['entries_without_data'])} (check the <group>/<name>.csv paths)")
+
+
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:
     @eval_app.command("anomaly")
     def eval_anomaly(
@@ -51,11 +69,13 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
                 config = replace(config, **changes).validate()
             except ValueError as exc:
                 raise typer.BadParameter(str(exc)) from None
+        report: dict = {}
         try:
-            series = load_nab(nab)
+            series = load_nab(nab, report=report)
         except (FileNotFoundError, ValueError) as exc:
             err.print(f"[red]error:[/] {exc}")
             raise typer.Exit(2) from None
+        _warn_labels(err, nab, report)
         if only:
             series = [s for s in series if only in s.key]
         total = sum(len(s.values) for s in series)
@@ -68,7 +88,8 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
             def tick(s, n):
                 progress.update(task, advance=n, description=f"{detector}: {s.key}")
 
-            result = evaluate(nab, detector, out, config=config, alarm_mode=alarm_mode, progress=tick, series=series)
+            result = evaluate(nab, detector, out, config=config, alarm_mode=alarm_mode, progress=tick, series=series,
+                              labels_report=report)
         result["dataset"] = str(nab)
         if out is not None:
             result["results_dir"] = str(out)

@@ -111,7 +111,7 @@ def write_results(out: Path, series: NabSeries, scores: list[float], alarms: lis
     path = out / series.key
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
+        w = csv.writer(fh, lineterminator="\n")  # Unix line ends, as NAB writes its own results
         w.writerow(["timestamp", "value", "anomaly_score", "alarm"])
         for ts, v, s, a in zip(series.timestamps, series.values, scores, alarms, strict=True):
             w.writerow([ts, "" if math.isnan(v) else repr(v), f"{s:.6f}", a])
@@ -127,13 +127,22 @@ def evaluate(
     select: Callable[[NabSeries], bool] | None = None,
     progress: Callable[[NabSeries, int], None] | None = None,
     series: list[NabSeries] | None = None,
+    labels_report: dict | None = None,
 ) -> dict:
-    """Run ``detector`` over every series under ``root`` and return the JSON-able result."""
+    """Run ``detector`` over every series under ``root`` and return the JSON-able result.
+
+    ``series`` (already loaded) skips reading ``root``; pass the ``report`` that
+    :func:`load_nab` filled as ``labels_report`` so the result still says how
+    the labels matched the data (``labels`` in the result).
+    """
     if detector not in VALID_DETECTORS:
         raise ValueError(f"unknown detector {detector!r}; choose one of: {', '.join(VALID_DETECTORS)}")
     if alarm_mode not in VALID_ALARM_MODES:
         raise ValueError(f"unknown alarm mode {alarm_mode!r}; choose one of: {', '.join(VALID_ALARM_MODES)}")
-    all_series = series if series is not None else load_nab(root)
+    if series is None:
+        labels_report = {}
+        series = load_nab(root, report=labels_report)
+    all_series = series
     chosen = [s for s in all_series if select is None or select(s)]
     run = run_threshold if detector == "threshold" else run_pyod
     out_dir = Path(out) if out is not None else None
@@ -159,6 +168,13 @@ def evaluate(
         points=points,
         seconds_per_10k_points=(elapsed / points * 10_000) if points else None,
     )
+    if labels_report:
+        # Series scored with no windows because the labels do not name them, and label entries with no data.
+        summary["labels"] = {
+            "labels_file": labels_report["labels_file"],
+            "series_without_entry": len(labels_report["series_without_entry"]),
+            "entries_without_data": labels_report["entries_without_data"][:20],
+        }
     if detector == "threshold":
         # What the input held besides points: rows dropped (NaN/inf, not later than the row before),
         # missing points (gaps in the timeline) the detector kept on its time grid, and points that

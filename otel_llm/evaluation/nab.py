@@ -134,8 +134,24 @@ def window_indices(times: Sequence[float], windows: Sequence[tuple[float, float]
     return sorted(out)
 
 
-def load_nab(root: str | Path) -> list[NabSeries]:
-    """Read every ``data/**/*.csv`` under ``root`` with its windows (series without a label entry get none)."""
+def _column(fieldnames: Sequence[str] | None, name: str) -> str | None:
+    """The header cell that names ``name``, ignoring case and surrounding spaces (``Timestamp``, `` value``)."""
+    for cell in fieldnames or ():
+        if cell is not None and cell.strip().lower() == name:
+            return cell
+    return None
+
+
+def load_nab(root: str | Path, *, report: dict | None = None) -> list[NabSeries]:
+    """Read every ``data/**/*.csv`` under ``root`` with its windows (series without a label entry get none).
+
+    Files may start with a UTF-8 byte-order mark; header names are matched
+    ignoring case and spaces. With ``report`` (a dict), how the labels matched
+    the data is written into it: ``labels_file`` (whether
+    ``labels/combined_windows.json`` exists), ``series_without_entry`` and
+    ``entries_without_data`` (sorted keys), so a caller can say what was not
+    scored the way the labels meant.
+    """
     import csv
 
     root = Path(root)
@@ -143,20 +159,31 @@ def load_nab(root: str | Path) -> list[NabSeries]:
     if not data.is_dir():
         raise FileNotFoundError(f"{root} is not a NAB-layout folder: missing {data} (expected data/<group>/<name>.csv)")
     labels_path = root / "labels" / "combined_windows.json"
-    labels: dict[str, list] = json.loads(labels_path.read_text()) if labels_path.exists() else {}
+    labels: dict[str, list] = {}
+    if labels_path.exists():
+        try:
+            labels = json.loads(labels_path.read_text(encoding="utf-8-sig"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{labels_path}: not valid JSON ({exc})") from None
+        if not isinstance(labels, dict):
+            raise ValueError(f"{labels_path}: expected an object mapping \"<group>/<name>.csv\" to [[start, end], ...]")
     out = []
     for path in sorted(data.rglob("*.csv")):
         key = path.relative_to(data).as_posix()
         stamps: list[str] = []
         values: list[float] = []
-        with path.open(newline="") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
-            if reader.fieldnames is None or "timestamp" not in reader.fieldnames or "value" not in reader.fieldnames:
+            ts_col, value_col = _column(reader.fieldnames, "timestamp"), _column(reader.fieldnames, "value")
+            if ts_col is None or value_col is None:
                 raise ValueError(f"{path}: header must contain timestamp,value (got {reader.fieldnames})")
             for row in reader:
-                stamps.append(row["timestamp"])
+                stamp = row[ts_col]
+                if stamp is None:
+                    continue  # a short row (no timestamp cell) cannot be placed in time
+                stamps.append(stamp.strip())
                 try:
-                    values.append(float(row["value"]))
+                    values.append(float(row[value_col]))
                 except (TypeError, ValueError):
                     values.append(math.nan)
         times, mode = _read_times(stamps, path, "timestamp column") if stamps else ([], None)
@@ -164,6 +191,11 @@ def load_nab(root: str | Path) -> list[NabSeries]:
         edges, _ = _read_times([x for w in wins for x in w[:2]], labels_path, f"windows of {key}", mode) if wins else ([], None)
         wtimes = list(zip(edges[0::2], edges[1::2], strict=True))
         out.append(NabSeries(key, stamps, times, values, window_indices(times, wtimes)))
+    if report is not None:
+        keys = {s.key for s in out}
+        report["labels_file"] = labels_path.exists()
+        report["series_without_entry"] = sorted(keys - labels.keys())
+        report["entries_without_data"] = sorted(labels.keys() - keys)
     return out
 
 
