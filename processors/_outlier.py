@@ -195,11 +195,11 @@ class OutlierDetector:
                     excess = (zj - self.upper_edge_[j]) / self.upper_scale_[j]
                 else:
                     excess = (self.lower_edge_[j] - zj) / self.lower_scale_[j]
-                ev[j] = max(cap, -np.log(2.0 * share) + excess)
+                ev[j] = max(cap, -np.log(2.0 * share) + min(excess, 1e6))  # finite: an inf value still leads
             else:
                 ev[j] = max(0.0, -np.log(2.0 * m / (n + 1.0)))
         total = float(ev.sum())
-        if total <= 0 or not np.isfinite(total):
+        if total <= 0:
             return {}
         order = sorted(range(z.size), key=lambda j: (-ev[j], -abs(z[j])))
         return {self.features_in_[j]: round(float(ev[j] / total), 4) for j in order if ev[j] > 0}

@@ -142,8 +142,7 @@ def evaluate(
     if series is None:
         labels_report = {}
         series = load_nab(root, report=labels_report)
-    all_series = series
-    chosen = [s for s in all_series if select is None or select(s)]
+    chosen = [s for s in series if select is None or select(s)]
     run = run_threshold if detector == "threshold" else run_pyod
     out_dir = Path(out) if out is not None else None
     results = []
