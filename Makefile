@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/gpu_collect.py
 	$(BIN)/python benchmarks/processors.py
 	$(BIN)/python benchmarks/attribution.py
+	$(BIN)/python benchmarks/request_outliers.py
 	$(BIN)/python benchmarks/analyze.py
 	$(BIN)/python benchmarks/exporters.py
 

@@ -5,8 +5,8 @@
 Synthetic request rows (the span features plus GPU columns, shaped like the
 reference server's: lognormal latencies, uniform token counts, duration built
 from them), a detector fitted on ``--train`` rows per seed, then fresh rows
-with one feature perturbed (multiplied by 2, 3 or 5, or moved up by 4 or 6
-standard deviations). Only rows the detector flags count: an unflagged row
+with one feature perturbed (multiplied by 2, 3 or 5, divided by 3 or 10, or
+moved up or down by 4 or 6 standard deviations, not below 0). Only rows the detector flags count: an unflagged row
 has nothing to explain. For each detector and perturbation it prints the share
 of flagged rows whose first-named feature is the perturbed one, measured side
 by side for ``explain`` as shipped (an exponential tail past the training
@@ -29,7 +29,7 @@ from otel_llm.processors._outlier import VALID_DETECTORS, OutlierDetector
 
 PERTURBED = ("duration", "ttft", "tpot", "gap_max", "input_tokens", "output_tokens", "queue_time",
              "gpu_sm_active", "gpu_mem_used", "gpu_power", "gpu_temp")
-MODES = ("x2", "x3", "x5", "+4sd", "+6sd", "tpot_with_gaps")
+MODES = ("x2", "x3", "x5", "/3", "/10", "+4sd", "+6sd", "-4sd", "-6sd", "tpot_with_gaps")
 
 
 def rows(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -74,8 +74,10 @@ def perturb(row: np.ndarray, feature: str, mode: str, sd: np.ndarray) -> np.ndar
     j = FEATURES.index(feature)
     if mode.startswith("x"):
         r[j] *= float(mode[1:])
-    else:
-        r[j] += float(mode[1:-2]) * sd[j]
+    elif mode.startswith("/"):
+        r[j] /= float(mode[1:])
+    else:  # +k sd or -k sd, kept non-negative like the features themselves
+        r[j] = max(0.0, r[j] + float(mode[:-2]) * sd[j])
     return r
 
 
@@ -94,7 +96,7 @@ def main() -> None:
                 rng = np.random.default_rng(seed)
                 train = rows(args.train, rng)
                 sd = np.nanstd(train, axis=0)
-                det = OutlierDetector(name, 0.02, feature_names=FEATURES).fit(train)
+                det = OutlierDetector(name, 0.04, feature_names=FEATURES).fit(train)
                 features = ("tpot",) if mode == "tpot_with_gaps" else PERTURBED
                 for feature in features:
                     x = perturb(rows(1, rng)[0], feature, mode, sd)

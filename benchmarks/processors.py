@@ -94,7 +94,7 @@ def replay_false_alarms(path: str, threshold_config=None, seed: int = 0) -> dict
     cfg = threshold_config or ThresholdConfig(refit="inline")
     thresholds = ThresholdProcessor(cfg, stream=stream, emit_metrics=False)
     feed = SpanSeriesFeed(thresholds, interval_s=10.0)
-    anomaly = RequestAnomalyProcessor("ecod", 0.02, refit="inline", stream=stream, emit_metrics=False)
+    anomaly = RequestAnomalyProcessor("ecod", 0.04, refit="inline", stream=stream, emit_metrics=False)
     active: list[float] = []  # end times of running requests
     spans = []
     for i, (t, prompt, out) in enumerate(rows):

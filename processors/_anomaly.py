@@ -121,7 +121,7 @@ class RequestAnomalyProcessor:
         from otel_llm._env import env_choice, env_float
 
         detector = env_choice(ev.OTEL_LLM_ANOMALY_DETECTOR, detector, "ecod", VALID_DETECTORS)
-        contamination = env_float(ev.OTEL_LLM_ANOMALY_CONTAMINATION, contamination, 0.02, minimum=1e-6, maximum=0.5)
+        contamination = env_float(ev.OTEL_LLM_ANOMALY_CONTAMINATION, contamination, 0.04, minimum=1e-6, maximum=0.5)
         assert contamination is not None
         self.detector = check_detector(detector)
         if not (0.0 < contamination <= 0.5):

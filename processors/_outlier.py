@@ -10,9 +10,10 @@
   training data*, so a row's score would depend on the other rows of the
   batch; we score such detectors one row at a time (under a lock, since PyOD
   caches on the model) so every row's score is its own;
-* ``score(X)`` calibrates to [0, 1]: the fraction of training rows whose raw
-  score is below the row's (an empirical CDF). ``predict`` flags rows at or
-  above ``1 - contamination``; the threshold is derived in one place,
+* ``score(X)`` calibrates to [0, 1]: the fraction of training rows that score
+  below the row (an empirical CDF of the combined statistic, see ``score``), so
+  ``predict``, which flags rows at or above ``1 - contamination``, flags about
+  that share of normal rows; the threshold is derived in one place,
   :attr:`threshold_`;
 * ``explain(x)`` is a per-feature attribution independent of the detector:
   each feature's two-sided tail probability under the training window's
@@ -23,8 +24,10 @@
   (ECOD's score sums these tail terms); for the others it names which columns
   are out of range.
 
-Features go through ``log1p`` (all request features are non-negative and
-heavy-tailed) and a robust standardisation (median / IQR) before the detector;
+Features go through a log in their own unit, ``log1p(x / u)`` with ``u`` the
+column's median positive training value (request features are non-negative and
+heavy-tailed, and a plain ``log1p`` is nearly linear for sub-second latencies),
+and a robust standardisation (median / IQR) before the detector;
 NaN is imputed with the training median; a column that is missing in most
 training rows is left out (``features_in_``).
 """
@@ -75,7 +78,7 @@ class OutlierDetector:
     def __init__(
         self,
         detector: str = "ecod",
-        contamination: float = 0.02,
+        contamination: float = 0.04,
         *,
         feature_names: Sequence[str] | None = None,
         min_presence: float = 0.5,
@@ -94,7 +97,7 @@ class OutlierDetector:
 
     # ------------------------------------------------------------------ fit
     def _log(self, X: np.ndarray) -> np.ndarray:
-        return np.log1p(np.maximum(X, 0.0)) if self.log_transform else X
+        return np.log1p(np.maximum(X, 0.0) / self.unit_) if self.log_transform else X
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
         Z = self._log(X[:, self.columns_])
@@ -113,6 +116,12 @@ class OutlierDetector:
         self.columns_ = cols
         names = self.feature_names or tuple(f"x{i}" for i in range(X.shape[1]))
         self.features_in_ = tuple(names[i] for i in cols)
+        # each column's unit: its median positive value (1 where it has none, e.g. a throttle flag never set)
+        P = np.where(X[:, cols] > 0.0, X[:, cols], np.inf)
+        k = np.sum(np.isfinite(P), axis=0)
+        P.sort(axis=0)
+        mid = P[np.maximum(k - 1, 0) // 2, np.arange(cols.size)]
+        self.unit_ = np.where(k > 0, mid, 1.0)
         L = self._log(X[:, cols])
         self.fill_ = np.nanmedian(L, axis=0)
         L = np.where(np.isnan(L), self.fill_, L)
@@ -139,6 +148,7 @@ class OutlierDetector:
         self.upper_scale_ = np.maximum(S[n - k :].mean(axis=0) - self.upper_edge_, _MIN_TAIL_SCALE)
         self.lower_scale_ = np.maximum(self.lower_edge_ - S[:k].mean(axis=0), _MIN_TAIL_SCALE)
         self.train_maxz_ = np.sort(np.max(np.abs(Z), axis=1))
+        self.train_combined_ = np.sort(self._combine(train, np.max(np.abs(Z), axis=1)))
         self.threshold_ = 1.0 - self.contamination
         return self
 
@@ -151,20 +161,29 @@ class OutlierDetector:
                 return np.array([float(self.model_.decision_function(Z[i : i + 1])[0]) for i in range(Z.shape[0])])
             return np.asarray(self.model_.decision_function(Z), dtype=float)
 
+    def _combine(self, raw: np.ndarray, maxz: np.ndarray) -> np.ndarray:
+        """The larger of the two empirical CDFs: the detector's raw score, and the largest robust |z|."""
+        cal = np.searchsorted(self.train_scores_, raw, side="left") / float(self.train_scores_.size)
+        guard = np.searchsorted(self.train_maxz_, maxz, side="left") / float(self.train_maxz_.size)
+        return np.maximum(cal, guard)
+
     def score(self, X) -> np.ndarray:
         """Calibrated scores in [0, 1]: the share of training rows scoring lower.
 
-        The larger of two calibrations: the PyOD detector's raw score, and the
-        row's largest per-feature robust |z| (a guard: multivariate detectors
-        such as ECOD sum evidence over all features, so one feature far out of
-        range in an otherwise normal row can stay under their threshold).
+        The statistic is the larger of two calibrations: the PyOD detector's raw
+        score, and the row's largest per-feature robust |z| (a guard:
+        multivariate detectors such as ECOD sum evidence over all features, so
+        one feature far out of range in an otherwise normal row can stay under
+        their threshold). The larger of two CDFs is not itself one (a normal row
+        passes ``1 - contamination`` on either with up to twice that
+        probability), so it is calibrated once more against the training rows'
+        own values of it.
         """
         X = np.atleast_2d(np.asarray(X, dtype=float))
         raw = self.decision_function(X)
-        cal = np.searchsorted(self.train_scores_, raw, side="left") / float(self.train_scores_.size)
         maxz = np.max(np.abs(self._transform(X)), axis=1)
-        guard = np.searchsorted(self.train_maxz_, maxz, side="left") / float(self.train_maxz_.size)
-        return np.maximum(cal, guard)
+        combined = self._combine(raw, maxz)
+        return np.searchsorted(self.train_combined_, combined, side="left") / float(self.train_combined_.size)
 
     def predict(self, X) -> np.ndarray:
         return (self.score(X) >= self.threshold_).astype(int)

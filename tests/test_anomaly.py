@@ -65,6 +65,32 @@ def test_estimator_contract_ranges_and_quality_floor(name):
     assert auc >= 0.8, f"{name}: AUC {auc:.3f} below the 0.8 floor"
 
 
+@pytest.mark.parametrize("name", VALID_DETECTORS)
+def test_contamination_is_the_share_of_normal_rows_flagged(name):
+    # the score is the larger of two calibrations (detector, |z| guard); taken as it was, a normal row
+    # passed 1 - contamination on either one, about twice as often as the setting said
+    rng = np.random.default_rng(8)
+    det = OutlierDetector(name, 0.04, feature_names=FEATURES).fit(_rows(800, rng))
+    flagged = float(np.mean(det.predict(_rows(5000, rng))))
+    assert 0.025 <= flagged <= 0.055, f"{name}: {flagged:.3f} of normal rows flagged at contamination 0.04"
+
+
+def test_each_feature_is_judged_in_its_own_unit():
+    # seconds or milliseconds: the same requests, the same scores and deviations (log1p(x) is nearly
+    # linear for sub-second x, so in seconds a latency's log scale was lost)
+    rng = np.random.default_rng(3)
+    train, test = _rows(500, rng), _anomalies(20, rng)
+    ms = np.ones(len(FEATURES))
+    ms[[0, 1, 2, 3, 4, 7]] = 1000.0
+    a = OutlierDetector("iforest", 0.04, feature_names=FEATURES).fit(train)
+    b = OutlierDetector("iforest", 0.04, feature_names=FEATURES).fit(train * ms)
+    np.testing.assert_allclose(a.score(test), b.score(test * ms))
+    for x in test[:3]:
+        da, db = a.deviation(x), b.deviation(x * ms)
+        assert da == pytest.approx(db)
+        assert list(a.explain(x)) == list(b.explain(x * ms))
+
+
 def test_bad_names_and_settings_list_valid_choices():
     with pytest.raises(ValueError, match="ecod, iforest, hbos, copod, loda"):
         OutlierDetector("knn")

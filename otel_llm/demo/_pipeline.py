@@ -100,7 +100,7 @@ class DemoPipeline:
         if gpu_store is not None:
             def gpu_state(uuid: str, t: float) -> Any:
                 return gpu_store.at(uuid, t, max_age_s=5.0)
-        self.pyod = RequestAnomalyProcessor("ecod", contamination=0.02, min_fit=300, refit_every=200,
+        self.pyod = RequestAnomalyProcessor("ecod", contamination=0.04, min_fit=300, refit_every=200,
                                             rate_window_s=20.0, rate_threshold=0.4, min_anomalies=10,
                                             gpu_state=gpu_state, meter_provider=meter_provider)
         self.components["pyod"] = "otel_llm.processors.RequestAnomalyProcessor (PyOD ECOD over request features)"
