@@ -97,6 +97,28 @@ def test_exported_csv_quirks_are_read_and_label_mismatches_are_reported(tmp_path
     assert json.loads(result.stdout)["labels"]["labels_file"] is False
 
 
+def test_naive_windows_over_data_with_utc_offsets_are_read_in_the_data_clock(tmp_path):
+    from otel_llm.evaluation.nab import load_nab
+
+    data = tmp_path / "data" / "g"
+    data.mkdir(parents=True)
+    (tmp_path / "labels").mkdir()
+    # hourly points in local time; the clocks go forward (+01:00 -> +02:00) after 24 points
+    stamps = [f"2024-03-{30 + i // 24}T{i % 24:02d}:00:00{'+01:00' if i < 24 else '+02:00'}" for i in range(48)]
+    (data / "local.csv").write_text("timestamp,value\n" + "\n".join(f"{s},{i}" for i, s in enumerate(stamps)) + "\n")
+    (data / "utc.csv").write_text("timestamp,value\n" + "\n".join(f"2024-03-30 {i:02d}:00:00,{i}" for i in range(24)) + "\n")
+    labels = {
+        "g/local.csv": [["2024-03-30 10:00:00", "2024-03-30 12:00:00"],  # naive: the data's clock (+01:00)
+                        ["2024-03-31 05:00:00", "2024-03-31 06:00:00"],  # after the change (+02:00)
+                        ["2024-03-31T20:00:00Z", "2024-03-31T21:00:00Z"]],  # an offset of its own: as written
+        "g/utc.csv": [["2024-03-30 10:00:00", "2024-03-30 12:00:00"]],  # naive data: naive = UTC, as before
+    }
+    (tmp_path / "labels" / "combined_windows.json").write_text(json.dumps(labels))
+    by_key = {s.key: s for s in load_nab(tmp_path)}
+    assert by_key["g/local.csv"].windows == [(10, 12), (29, 30), (46, 47)]
+    assert by_key["g/utc.csv"].windows == [(10, 12)]
+
+
 def test_odd_series_do_not_break_the_harness(tmp_path):
     import math
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +122,46 @@ def _read_times(stamps: Sequence[str | float], where: Path, what: str, mode: str
         ) from None
 
 
+_OFFSET = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
+
+
+def _offset_s(stamp: str) -> float | None:
+    """The UTC offset a date stamp carries, in seconds (``Z`` = 0); None for a naive one."""
+    m = _OFFSET.search(stamp.strip())
+    if m is None or len(stamp.strip()) < 11:  # a bare date (2014-04-01) has no offset, only its own dashes
+        return None
+    tok = m.group(0)
+    if tok.upper() == "Z":
+        return 0.0
+    digits = tok[1:].replace(":", "")
+    sign = -1.0 if tok[0] == "-" else 1.0
+    return sign * (int(digits[:2]) * 3600 + (int(digits[2:4]) * 60 if len(digits) > 2 else 0))
+
+
+def _local_windows(edges: list[float], raw: list[str], times: list[float], stamps: list[str]) -> list[float]:
+    """Naive window stamps over data that carry a UTC offset are read in the data's own clock: each
+    naive edge takes the offset of the data point nearest to it in local time (so a window written as
+    ``2014-04-01 10:00`` over data stamped ``2014-04-01T10:00:00+02:00`` starts at that point, not two
+    hours later). Edges with an offset of their own, and data without offsets, are left as read."""
+    import bisect
+
+    offsets = [_offset_s(x) for x in stamps]
+    if not any(o is not None for o in offsets):
+        return edges
+    local = [t + (o or 0.0) for t, o in zip(times, offsets, strict=True)]
+    order = sorted(range(len(local)), key=local.__getitem__)
+    keys = [local[i] for i in order]
+    out = []
+    for e, r in zip(edges, raw, strict=True):
+        if _offset_s(str(r)) is not None or not keys:
+            out.append(e)
+            continue
+        k = bisect.bisect_left(keys, e)
+        near = min((j for j in (k - 1, k) if 0 <= j < len(keys)), key=lambda j: abs(keys[j] - e))
+        out.append(e - (offsets[order[near]] or 0.0))
+    return out
+
+
 def window_indices(times: Sequence[float], windows: Sequence[tuple[float, float]]) -> list[tuple[int, int]]:
     """Map ``[start, end]`` times to inclusive row ranges (rows with start <= t <= end)."""
     import bisect
@@ -188,7 +229,10 @@ def load_nab(root: str | Path, *, report: dict | None = None) -> list[NabSeries]
                     values.append(math.nan)
         times, mode = _read_times(stamps, path, "timestamp column") if stamps else ([], None)
         wins = labels.get(key, [])
-        edges, _ = _read_times([x for w in wins for x in w[:2]], labels_path, f"windows of {key}", mode) if wins else ([], None)
+        raw = [x for w in wins for x in w[:2]]
+        edges, _ = _read_times(raw, labels_path, f"windows of {key}", mode) if wins else ([], None)
+        if edges and mode == "dates":
+            edges = _local_windows(edges, raw, times, stamps)
         wtimes = list(zip(edges[0::2], edges[1::2], strict=True))
         out.append(NabSeries(key, stamps, times, values, window_indices(times, wtimes)))
     if report is not None:
