@@ -272,9 +272,26 @@ def robust_band(
     return _robust(y, h, levels, window, season_length)[0]
 
 
-def _robust(y, h, levels, window, season_length) -> tuple[dict[str, np.ndarray], float, int | None]:
+def _season_spread(y: np.ndarray, idx: np.ndarray, p: int, seasons: int) -> np.ndarray:
+    """Half the range of the past seasons' medians at the same phase (+-SEASON_OFFSETS) for each ``idx``:
+    how far the seasons the centre is made of disagree there (0 where they agree or a season is missing)."""
+    lags = np.array([j * p + o for j in range(1, seasons + 1) for o in range(-SEASON_OFFSETS, SEASON_OFFSETS + 1)])
+    src = np.clip(idx[:, None] - lags[None, :], 0, y.size - 1)
+    v = y[src].reshape(idx.size, seasons, 2 * SEASON_OFFSETS + 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = np.nanmedian(v, axis=2)
+        d = (np.nanmax(m, axis=1) - np.nanmin(m, axis=1)) / 2.0
+    return np.where(np.isnan(d), 0.0, d)
+
+
+def _robust(
+    y, h, levels, window, season_length
+) -> tuple[dict[str, np.ndarray], float, int | None, np.ndarray | None]:
     """:func:`robust_band` plus the robust sigma of the points the band is made of (1.4826 x MAD, at
-    least the smallest gap between distinct values) and the season it used (None: the flat band)."""
+    least the smallest gap between distinct values), the season it used (None: the flat band) and, for
+    each step, how far the past seasons disagree at that phase (:func:`_season_spread`; None unless the
+    centre is the median of two or more seasons)."""
     y = np.asarray(y, dtype=float)
     if y.size == 0:
         raise ValueError("robust band needs at least one point")
@@ -285,9 +302,13 @@ def _robust(y, h, levels, window, season_length) -> tuple[dict[str, np.ndarray],
             spread = float(np.median(np.abs(r - np.median(r))))
             if best is None or spread < best[0]:
                 best = (spread, p, r)
+    spread = None
     if best is not None:
-        w, shift = best[2], _seasonal_centre(y, np.arange(y.size, y.size + h), best[1],
-                                             _seasons_held(y.size, best[1], window))
+        held = _seasons_held(y.size, best[1], window)
+        steps = np.arange(y.size, y.size + h)
+        w, shift = best[2], _seasonal_centre(y, steps, best[1], held)
+        if held >= 2:
+            spread = _season_spread(y, steps, best[1], held)
     else:
         w, shift = y[-window:], np.zeros(h)
         if np.isnan(w).any():  # missing slots (gaps): the last ``window`` points that were seen
@@ -305,7 +326,7 @@ def _robust(y, h, levels, window, season_length) -> tuple[dict[str, np.ndarray],
     u = np.unique(w)
     step = float(np.min(np.diff(u))) if u.size > 1 else 0.0
     sig = max(1.4826 * float(np.median(np.abs(w - med))), step)
-    return out, sig, (best[1] if best is not None else None)
+    return out, sig, (best[1] if best is not None else None), spread
 
 
 def _from_model_space_dict(res: dict, c: float | None, levels: Sequence[float]) -> dict[str, np.ndarray]:
@@ -446,8 +467,10 @@ class BandForecaster:
         drop the model, remember why, and return the robust rolling-quantile band.
 
         ``robust_sigma_`` is the model-space robust sigma (1.4826 x MAD) of the points a robust band
-        was made of, None when the band came from a statsforecast model."""
+        was made of, None when the band came from a statsforecast model; ``season_spread_``, for a
+        seasonal-robust band, how far its past seasons disagree at each step (model space, else None)."""
         self.robust_sigma_: float | None = None
+        self.season_spread_: np.ndarray | None = None
         if self.model_ is not None:
             try:
                 out = _from_model_space_dict(model_call(), self.scale_, self.level)
@@ -461,7 +484,7 @@ class BandForecaster:
                 self.fallback_ = type(exc).__qualname__
                 self.error_ = exc
                 self.model_ = None
-        band, self.robust_sigma_, self.season_ = _robust(
+        band, self.robust_sigma_, self.season_, self.season_spread_ = _robust(
             self.y_, h, self.level, self.robust_window, self.season_length
         )
         return _from_model_space_dict(band, self.scale_, self.level)

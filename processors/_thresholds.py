@@ -205,6 +205,10 @@ GRID_BOOT = 8
 """First intervals whose median is the sampling interval, before the time grid is anchored."""
 GRID_PHASE_GAIN = 0.02
 """Share of each point's offset from its slot by which the grid's phase moves toward it."""
+SEASON_SPREAD_Z = 2.5
+"""A seasonal-robust band's sigma is at least the past seasons' disagreement at that phase (half the range
+of their medians) over this: a value at the level of either past season reads at most 2.5 sigmas, so the
+day after a one-hour outage does not page on its normal hour (the centre, their median, sits halfway)."""
 
 
 def _tail_factor(arr, cap: float) -> float:
@@ -746,6 +750,8 @@ class ThresholdProcessor:
                 sig = np.maximum(
                     np.maximum((thi - tlo) / (2.0 * self._zq), bf.robust_sigma_ * s.tail), 1e-3 * np.abs(tmean)
                 )
+                if bf.season_spread_ is not None:  # where the past seasons disagree, so does the centre
+                    sig = np.maximum(sig, bf.season_spread_ / SEASON_SPREAD_Z)
                 sup = sdn = np.maximum(sig, 1e-9)
             else:
                 ty = to_model_space(arr[~np.isnan(arr)][-256:], c)

@@ -483,6 +483,26 @@ def test_one_odd_day_does_not_turn_the_season_off_for_the_days_after(seed):
     assert [i for i in opened if i >= odd + _DAY] == []
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_day_after_an_outage_does_not_page_on_its_normal_hour(seed):
+    """The daily hump, and one hour of day 5 down at the base level. The outage alarms; the next two days
+    are regular. Their centre at that hour is the median of the outage day and a regular one, halfway; the
+    band widens where the two past days disagree, so the regular hour does not page. Without that it paged
+    on both days after, in every seed."""
+    from otel_llm.evaluation.anomaly import default_threshold_config, run_threshold
+    from otel_llm.evaluation.nab import NabSeries
+
+    n, out = 7 * _DAY, 4 * _DAY + 130
+    hump = ((np.arange(n) % _DAY > 100) & (np.arange(n) % _DAY < 200)).astype(float)
+    y = 20.0 + 60.0 * hump + np.random.default_rng(seed).normal(0, 3.0, n)
+    y[out : out + 12] = 20.0 + np.random.default_rng(seed + 10).normal(0, 3.0, 12)
+    _, alarms = run_threshold(NabSeries("a/outage.csv", [], [300.0 * i for i in range(n)], list(y), []),
+                              default_threshold_config())
+    opened = [i for i, a in enumerate(alarms) if a]
+    assert any(out <= i < out + 12 for i in opened)
+    assert [i for i in opened if i >= out + 12] == []
+
+
 def _with_gaps(n, seed, start=2 * _DAY, gaps=12):
     """Row indexes of ``n`` 5-minute points with ``gaps`` runs of 5-36 points missing after ``start``."""
     rng = np.random.default_rng(100 + seed)
