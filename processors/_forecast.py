@@ -203,21 +203,31 @@ def seasonal_history_needed(season_length: int, window: int = _ROBUST_WINDOW, se
     return seasons * season_length + SEASON_OFFSETS + max(window, season_length)
 
 
-def _seasonal_centre(y: np.ndarray, idx: np.ndarray, p: int, seasons: int = SEASONS) -> np.ndarray:
-    """Median of ``y`` at the same phase (+-SEASON_OFFSETS) in the last ``seasons`` seasons before each ``idx``."""
+def _phase_values(y: np.ndarray, idx: np.ndarray, p: int, seasons: int) -> np.ndarray:
+    """``y`` at the same phase (+-SEASON_OFFSETS) in each of the last ``seasons`` seasons before each
+    ``idx``: shape (idx, seasons, 2 * SEASON_OFFSETS + 1)."""
     lags = np.array([j * p + o for j in range(1, seasons + 1) for o in range(-SEASON_OFFSETS, SEASON_OFFSETS + 1)])
     src = idx[:, None] - lags[None, :]
     src = np.clip(src, 0, y.size - 1)  # future indexes (idx beyond the data) only occur for o < 0 and h > p
-    v = y[src]
+    return y[src].reshape(idx.size, seasons, 2 * SEASON_OFFSETS + 1)
+
+
+def _centre(v: np.ndarray) -> np.ndarray:
+    """The seasonal centre from :func:`_phase_values`: the median of all of them per step."""
+    n = v.shape[0]
     if np.isnan(v).any():
         # Missing slots (gaps): take the same offset from the other seasons, so the points either side
         # of a sharp daily rise stay balanced; then the median of what there is (NaN if nothing).
-        v = v.reshape(idx.size, seasons, 2 * SEASON_OFFSETS + 1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            v = np.where(np.isnan(v), np.nanmean(v, axis=1, keepdims=True), v).reshape(idx.size, -1)
+            v = np.where(np.isnan(v), np.nanmean(v, axis=1, keepdims=True), v).reshape(n, -1)
             return np.nanmedian(v, axis=1)
-    return np.median(v, axis=1)
+    return np.median(v.reshape(n, -1), axis=1)
+
+
+def _seasonal_centre(y: np.ndarray, idx: np.ndarray, p: int, seasons: int = SEASONS) -> np.ndarray:
+    """Median of ``y`` at the same phase (+-SEASON_OFFSETS) in the last ``seasons`` seasons before each ``idx``."""
+    return _centre(_phase_values(y, idx, p, seasons))
 
 
 def _seasons_held(n: int, p: int, window: int) -> int:
@@ -272,12 +282,9 @@ def robust_band(
     return _robust(y, h, levels, window, season_length)[0]
 
 
-def _season_spread(y: np.ndarray, idx: np.ndarray, p: int, seasons: int) -> np.ndarray:
-    """Half the range of the past seasons' medians at the same phase (+-SEASON_OFFSETS) for each ``idx``:
-    how far the seasons the centre is made of disagree there (0 where they agree or a season is missing)."""
-    lags = np.array([j * p + o for j in range(1, seasons + 1) for o in range(-SEASON_OFFSETS, SEASON_OFFSETS + 1)])
-    src = np.clip(idx[:, None] - lags[None, :], 0, y.size - 1)
-    v = y[src].reshape(idx.size, seasons, 2 * SEASON_OFFSETS + 1)
+def _season_spread(v: np.ndarray) -> np.ndarray:
+    """Half the range of the past seasons' medians per step, from :func:`_phase_values`: how far the
+    seasons the centre is made of disagree there (0 where they agree or a season is missing)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         m = np.nanmedian(v, axis=2)
@@ -305,10 +312,10 @@ def _robust(
     spread = None
     if best is not None:
         held = _seasons_held(y.size, best[1], window)
-        steps = np.arange(y.size, y.size + h)
-        w, shift = best[2], _seasonal_centre(y, steps, best[1], held)
+        v = _phase_values(y, np.arange(y.size, y.size + h), best[1], held)
+        w, shift = best[2], _centre(v)
         if held >= 2:
-            spread = _season_spread(y, steps, best[1], held)
+            spread = _season_spread(v)
     else:
         w, shift = y[-window:], np.zeros(h)
         if np.isnan(w).any():  # missing slots (gaps): the last ``window`` points that were seen

@@ -147,8 +147,9 @@ class OutlierDetector:
         self.lower_edge_ = S[k]
         self.upper_scale_ = np.maximum(S[n - k :].mean(axis=0) - self.upper_edge_, _MIN_TAIL_SCALE)
         self.lower_scale_ = np.maximum(self.lower_edge_ - S[:k].mean(axis=0), _MIN_TAIL_SCALE)
-        self.train_maxz_ = np.sort(np.max(np.abs(Z), axis=1))
-        self.train_combined_ = np.sort(self._combine(train, np.max(np.abs(Z), axis=1)))
+        maxz = np.max(np.abs(Z), axis=1)
+        self.train_maxz_ = np.sort(maxz)
+        self.train_combined_ = np.sort(self._combine(train, maxz))
         self.threshold_ = 1.0 - self.contamination
         return self
 
