@@ -65,7 +65,10 @@ def _make(name: str, contamination: float, random_state: int):
         return HBOS(contamination=contamination)
     from pyod.models.loda import LODA
 
-    return LODA(contamination=contamination)
+    try:  # its random projections: seeded where PyOD takes a seed (3.x), so a refit on the same rows agrees
+        return LODA(contamination=contamination, random_state=random_state)
+    except TypeError:
+        return LODA(contamination=contamination)
 
 
 def check_detector(name: str) -> str:

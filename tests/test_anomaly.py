@@ -75,6 +75,16 @@ def test_contamination_is_the_share_of_normal_rows_flagged(name):
     assert 0.025 <= flagged <= 0.055, f"{name}: {flagged:.3f} of normal rows flagged at contamination 0.04"
 
 
+@pytest.mark.parametrize("name", ["iforest", "loda"])
+def test_randomised_detectors_fit_the_same_rows_the_same_way(name):
+    rng = np.random.default_rng(5)
+    train, test = _rows(400, rng), np.vstack([_rows(50, rng), _anomalies(10, rng)])
+    a = OutlierDetector(name, 0.04, feature_names=FEATURES).fit(train).decision_function(test)
+    np.random.seed(12345)  # whatever the global generator holds
+    b = OutlierDetector(name, 0.04, feature_names=FEATURES).fit(train).decision_function(test)
+    np.testing.assert_array_equal(a, b)
+
+
 def test_each_feature_is_judged_in_its_own_unit():
     # seconds or milliseconds: the same requests, the same scores and deviations (log1p(x) is nearly
     # linear for sub-second x, so in seconds a latency's log scale was lost)
