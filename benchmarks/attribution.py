@@ -6,8 +6,8 @@ Synthetic request rows (the span features plus GPU columns, shaped like the
 reference server's: lognormal latencies, uniform token counts, duration built
 from them), a detector fitted on ``--train`` rows per seed, then fresh rows
 with one feature perturbed (multiplied by 2, 3 or 5, divided by 3 or 10, or
-moved up or down by 4 or 6 standard deviations, not below 0). Only rows the detector flags count: an unflagged row
-has nothing to explain. For each detector and perturbation it prints the share
+moved up or down by 4 or 6 standard deviations, not below 0). Only rows the
+detector flags count: an unflagged row has nothing to explain. For each detector and perturbation it prints the share
 of flagged rows whose first-named feature is the perturbed one, measured side
 by side for ``explain`` as shipped (an exponential tail past the training
 range) and for the capped empirical evidence it replaced (every value past the

@@ -28,11 +28,12 @@ import argparse
 import json
 
 import numpy as np
+from attribution import MODES as ATTRIBUTION_MODES
 from attribution import PERTURBED, perturb, rows
 from otel_llm.processors._features import FEATURES
 from otel_llm.processors._outlier import VALID_DETECTORS, OutlierDetector
 
-MODES = ("x2", "x3", "x5", "/3", "/10", "+4sd", "+6sd", "-4sd", "-6sd")
+MODES = tuple(m for m in ATTRIBUTION_MODES if m != "tpot_with_gaps")  # the single-feature perturbations
 VARIANTS = (("shipped", 0.04), ("previous", 0.02), ("shipped", 0.02), ("previous", 0.01))
 
 
