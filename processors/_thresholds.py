@@ -59,6 +59,11 @@ DEFAULT_LIMITS: Mapping[str, float] = {
 }
 
 
+CRITICAL_FACTOR = 2.0
+"""An alert is ``critical`` once its deviation reaches this many times the policy's threshold: at once when
+it opens that large, or later, when an open ``warning`` grows that large (the same detection is published
+again with the new severity, so sinks re-route it)."""
+
 _ONLINE_POLICY = AlarmPolicy(k=2, n=3)
 """The online alarm rule (2 of 3 past 4.5); ``OTEL_LLM_THRESHOLD_Z`` / ``_RARITY`` change fields of it."""
 
@@ -371,6 +376,7 @@ class ThresholdProcessor:
         self._series: dict[Any, SeriesState] = {}
         self._lock = threading.Lock()
         self._zq = normal_quantile(self.config.alarm_level)
+        self._critical_z = CRITICAL_FACTOR * self.config.policy.threshold
         self.dropped: collections.Counter[str] = collections.Counter()
         self.fit_failures: collections.Counter[str] = collections.Counter()
         self._queue: collections.deque[tuple[SeriesState, list[float], int, float]] = collections.deque()
@@ -498,6 +504,10 @@ class ThresholdProcessor:
             s.last_event = ev
             if ev:
                 out = [self._event(s, ev, t, value, j)]
+            elif rule.active and rule.peak >= self._critical_z:
+                opened = s.open_detection
+                if opened is not None and opened.severity is not Severity.CRITICAL:
+                    out = [self._escalate(s, opened, value, j)]
             hold = self.config.hold_during_alarm
             if hold and rule.active:
                 s.alarm_len += 1
@@ -656,7 +666,7 @@ class ThresholdProcessor:
         if ev == OPENED:
             s.open_start = t
             peak = s.rule.peak
-            sev = Severity.CRITICAL if peak >= 2 * cfg.policy.threshold else Severity.WARNING
+            sev = Severity.CRITICAL if peak >= self._critical_z else Severity.WARNING
             p = cfg.policy
             det = Detection(
                 kind="threshold", series=s.key, start=t, end=None, score=s.score, severity=sev, metric=s.metric,
@@ -685,6 +695,24 @@ class ThresholdProcessor:
                 explanation=f"{s.metric} back inside its {lv:g}% band [{band[0]:.6g}, {band[1]:.6g}]",
             )
             s.open_detection = None
+        self._publish([det])
+        return det
+
+    def _escalate(self, s: SeriesState, opened: Detection, value: float, j: int) -> Detection:
+        """The open ``warning`` alert of ``s`` has grown past the critical level: the same detection (same
+        start, same fingerprint, still open) with severity ``critical``, published as an update. Sinks treat
+        it as one: Alertmanager resolves the warning and fires the critical alert, the RCA incident turns
+        critical. Not a new onset (``last_event`` stays NONE, so the harness scores one alarm)."""
+        b = s.band
+        assert b is not None
+        det = replace(
+            opened, severity=Severity.CRITICAL, score=s.score, value=value, band=(b.lo[j], b.hi[j]),
+            explanation=(
+                f"{opened.explanation}; escalated to critical: {s.metric} = {value:.6g}, z = {s.z:.2f} "
+                f"(past {self._critical_z:g})"
+            ),
+        )
+        s.open_detection = det
         self._publish([det])
         return det
 

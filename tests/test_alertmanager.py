@@ -151,6 +151,37 @@ def test_resolved_incident_sends_endsat_and_stops_resending(recorder, tmp_path):
         exp.shutdown()
 
 
+def test_an_incident_that_turns_critical_resolves_its_warning_alert_and_fires_a_critical_one(recorder, tmp_path):
+    from datetime import datetime
+
+    def ends(alert):
+        return datetime.fromisoformat(alert["endsAt"].replace("Z", "+00:00")).timestamp()
+
+    rec = recorder()
+    exp = AlertmanagerExporter([rec.url], queue_path=tmp_path / "q.db", resend_interval_s=0.2)
+    try:
+        exp.export([make_incident(severity=Severity.WARNING)])
+        assert exp.force_flush(3000)
+        escalated = time.time()
+        exp.export([make_incident(severity=Severity.CRITICAL)])
+        assert exp.force_flush(3000)
+        first = rec.alerts()
+        i = next(k for k, a in enumerate(first) if a["labels"]["severity"] == "critical")
+        assert {a["labels"]["severity"] for a in first[:i]} == {"warning"}
+        assert first[i - 1]["labels"]["alertname"] == first[i]["labels"]["alertname"]
+        assert ends(first[i - 1]) <= escalated + 1  # the warning is resolved...
+        assert ends(first[i]) >= ends(first[i - 1]) + 0.5  # ...and the critical one fires (endsAt = now + ttl)
+        assert wait_until(lambda: len(rec.alerts()) >= len(first) + 2, 3)
+        assert {a["labels"]["severity"] for a in rec.alerts()[len(first):]} == {"critical"}  # only it is re-sent
+        end = time.time()
+        exp.export([make_incident(end=end, severity=Severity.CRITICAL)])
+        assert exp.force_flush(3000)
+        last = rec.alerts()[-1]
+        assert last["labels"]["severity"] == "critical" and abs(ends(last) - end) < 0.01
+    finally:
+        exp.shutdown()
+
+
 def test_ha_each_alertmanager_gets_every_alert(recorder, tmp_path):
     a, b = recorder(), recorder(statuses=[503, 503])
     exp = AlertmanagerExporter([a.url, b.url], queue_path=tmp_path / "q.db", backoff_initial_s=0.05)

@@ -121,3 +121,38 @@ def test_live_view_renders_serving_gpus_and_incidents(demo):
     text = console.export_text()
     for expected in ("TTFT p95 (gateway)", "learned band", "LOST (XID)", "gpu_xid", "Incidents", "FIRING"):
         assert expected in text
+
+
+@pytest.mark.parametrize("engine", [True, False])
+def test_an_escalated_detection_is_recorded_once_and_alerted_again_as_critical(engine):
+    from dataclasses import replace
+
+    from otel_llm.processors import Detection, Severity
+
+    from otel_llm.demo._pipeline import DemoPipeline
+
+    p = DemoPipeline()
+    if not engine:
+        p._engine = None  # the path without otel_llm.processors.rca
+    try:
+        warn = Detection(kind="threshold", series="ttft", start=5.0, score=0.6, severity=Severity.WARNING)
+        crit = replace(warn, score=0.9, severity=Severity.CRITICAL)
+        for now, d in ((6.0, warn), (7.0, crit), (8.0, crit)):
+            if engine:
+                p._engine_tick(now, [], [], [d])
+            else:
+                p._on_detection(d)
+        assert [(d.severity, d.end) for d in p.record.detections] == [(Severity.CRITICAL, None)]
+        assert [(a["status"], a["severity"]) for a in p.record.alerts] == [
+            ("firing", "warning"), ("firing", "critical")]
+        (inc,) = p.record.incidents.values()
+        assert inc.severity is Severity.CRITICAL and [d.severity for d in inc.detections] == [Severity.CRITICAL]
+        done = replace(crit, end=9.0)
+        if engine:
+            p._engine_tick(9.0, [], [], [done])
+        else:
+            p._on_detection(done)
+        assert [(d.severity, d.end) for d in p.record.detections] == [(Severity.CRITICAL, 9.0)]
+    finally:
+        for proc in (p.thr_up, p.thr_down, p.pyod):
+            proc.shutdown()

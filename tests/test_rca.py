@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
 from otel_llm.processors import Detection, Incident, RootCauseCandidate, SpanRecord
-from otel_llm.processors._model import ExportResult
+from otel_llm.processors._model import ExportResult, Severity
 from otel_llm.processors.rca import (
     BaselineStore,
     GpuAnomaly,
@@ -322,6 +323,23 @@ def test_external_gpu_detection_joins_the_incident():
     rca.tick(now + 2)
     assert rca.incident is not None and rca.incident.top.kind == "gpu" and rca.incident.top.name == GPU
     assert "temperature" in rca.incident.top.reason
+
+
+def test_an_escalated_detection_turns_its_incident_critical_and_sends_it_again():
+    sink = _Sink()
+    rca = RcaProcessor([sink], self_detect=False, rerank_interval_s=1e9)
+    warn = Detection(kind="threshold", series="queue_depth", start=10.0, score=0.6, severity=Severity.WARNING)
+    rca.on_detections([warn])
+    assert [i.severity for i in rca.tick(11.0)] == [Severity.WARNING]
+    rca.on_detections([warn])  # the same open detection again: nothing new to send
+    assert rca.tick(12.0) == []
+    crit = dataclasses.replace(warn, score=0.9, severity=Severity.CRITICAL)
+    rca.on_detections([crit])
+    sent = rca.tick(13.0)
+    assert [(i.id, i.severity) for i in sent] == [(sink.incidents[0].id, Severity.CRITICAL)]
+    assert [d.severity for d in sent[0].detections] == [Severity.CRITICAL]  # replaced, not added
+    rca.on_detections([crit])
+    assert rca.tick(14.0) == []
 
 
 def test_failing_sink_does_not_break_the_processor():

@@ -10,6 +10,7 @@ import pytest
 from otel_llm.processors import _forecast
 from otel_llm.processors._alarm import CLOSED, NONE, OPENED, RUN_ESCAPE, AlarmPolicy, AlarmRule
 from otel_llm.processors._forecast import VALID_MODELS, BandForecaster, check_levels, forecast
+from otel_llm.processors._model import Severity
 from otel_llm.processors._thresholds import (
     CADENCE_CHANGE,
     ThresholdConfig,
@@ -247,6 +248,35 @@ def test_warm_up_has_no_alarms_then_a_spike_alarms():
     for i in range(51, 60):
         closed += proc.observe("queue_depth", {"gen_ai.request.model": "tiny"}, float(i), 10.0)
     assert len(closed) == 1 and closed[0].end is not None and closed[0].fingerprint == d.fingerprint
+
+
+def test_an_open_warning_that_grows_past_the_critical_level_is_escalated_once():
+    proc = _proc(model="robust", policy=AlarmPolicy(threshold=4.5, recover=2.0))
+    seen = proc.stream.subscribe()
+    y = _series(50, seed=1)
+    for i, v in enumerate(y):
+        assert proc.observe("queue_depth", {}, float(i), float(v)) == []
+    st = proc.states()[0]
+    assert st.band.c is None  # a linear scale: z = (value - centre) / sigma
+    level, sigma = float(st.band.tmean[0]), float(st.band.sup[0])  # a flat band: the same at every step
+    warn = proc.observe("queue_depth", {}, 50.0, level + 6 * sigma)
+    assert len(warn) == 1 and warn[0].end is None and warn[0].severity is Severity.WARNING
+    assert st.last_event == OPENED
+    events = []
+    for i, k in enumerate((7, 12, 30, 60), start=51):  # it keeps growing: one escalation, at 12 sigmas
+        events.append(proc.observe("queue_depth", {}, float(i), level + k * sigma))
+        assert st.last_event == NONE  # not a new onset: the harness scores one alarm
+    assert [len(e) for e in events] == [0, 1, 0, 0]
+    crit = events[1][0]
+    assert crit.severity is Severity.CRITICAL and crit.end is None
+    assert (crit.start, crit.fingerprint) == (warn[0].start, warn[0].fingerprint)
+    assert "escalated to critical" in crit.explanation and crit.score > warn[0].score
+    closed = []
+    for i in range(55, 62):
+        closed += proc.observe("queue_depth", {}, float(i), level)
+    assert len(closed) == 1 and closed[0].end is not None and closed[0].severity is Severity.CRITICAL
+    assert [(d.severity, d.end is None) for d in seen.drain()] == [
+        (Severity.WARNING, True), (Severity.CRITICAL, True), (Severity.CRITICAL, False)]
 
 
 def test_heavy_tailed_series_are_modelled_on_a_log_scale():

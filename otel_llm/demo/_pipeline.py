@@ -123,6 +123,7 @@ class DemoPipeline:
         self._gpu_open: dict[str, Detection] = {}
         self._lock = threading.Lock()
         self._engine = _rca_engine(gpu_store)
+        self._sent_severity: dict[str, Severity] = {}  # incident id -> severity of its last alert
         if self._engine is not None:
             self.components["rca"] = ("otel_llm.processors.rca.RcaProcessor (trace assembly, frozen baselines, "
                                       "ranking with GPU evidence, incident lifecycle)")
@@ -158,14 +159,13 @@ class DemoPipeline:
 
     def _record_detection(self, d: Detection) -> None:
         key = (d.kind, d.series, d.start)
-        if d.end is None:
-            if key not in self._seen_det:
-                self._seen_det.add(key)
-                self.record.detections.append(d)
+        if d.end is None and key not in self._seen_det:
+            self._seen_det.add(key)
+            self.record.detections.append(d)
             return
-        for i, rec in enumerate(self.record.detections):
+        for i, rec in enumerate(self.record.detections):  # its end, or an update (escalation) while open
             if (rec.kind, rec.series, rec.start) == key and rec.end is None:
-                self.record.detections[i] = replace(rec, end=d.end)
+                self.record.detections[i] = d if d.end is None else replace(rec, end=d.end)
 
     def _engine_tick(self, now: float, spans: Sequence[SpanRecord], samples: Sequence[Any],
                      new: list[Detection]) -> None:
@@ -187,8 +187,8 @@ class DemoPipeline:
                 self.record.rca.append(RcaSnapshot(now, inc.id, inc.start, list(inc.candidates)))
             if inc.end is not None:
                 self._alert("resolved", inc)
-            elif not known or inc.candidates:
-                self._alert("firing", inc)
+            elif not known or inc.candidates or self._sent_severity.get(inc.id) is not inc.severity:
+                self._alert("firing", inc)  # new, re-ranked or escalated
 
     def _observe(self, proc: Any, p: S.Point) -> list[Detection]:
         dets = proc.observe(p.metric, p.attributes, p.timestamp, p.value)
@@ -243,6 +243,10 @@ class DemoPipeline:
 
     def _on_detection(self, d: Detection) -> None:
         key = (d.kind, d.series)
+        prev = self._open.get(key)
+        if d.end is None and prev is not None and prev.start == d.start:
+            self._update_open(key, d)
+            return
         if d.end is None:
             self._open[key] = d
             self.record.detections.append(d)
@@ -272,6 +276,23 @@ class DemoPipeline:
             if inc is not None:
                 inc.detections = [replace(x, end=d.end) if (x.kind, x.series, x.start, x.end) ==
                                   (d.kind, d.series, d.start, None) else x for x in inc.detections]
+
+    def _update_open(self, key: tuple[str, str], d: Detection) -> None:
+        """A detector published an open detection again (same start): it escalated. Replace it where it
+        is recorded; an incident it turns critical is sent again."""
+        self._open[key] = d
+        inc_id = self._det_incident.get(key)
+        inc = self.record.incidents.get(inc_id) if inc_id else None
+        same = (d.kind, d.series, d.start)
+        for dets in (self.record.detections, inc.detections if inc is not None else []):
+            for i, x in enumerate(dets):
+                if (x.kind, x.series, x.start) == same and x.end is None:
+                    dets[i] = d
+        if inc is None:
+            return
+        if d.severity is Severity.CRITICAL and inc.severity is not Severity.CRITICAL and inc.active:
+            inc.severity = Severity.CRITICAL
+            self._alert("firing", inc)
 
     def _maybe_close(self, now: float) -> None:
         for inc in list(self._active.values()):
@@ -325,6 +346,7 @@ class DemoPipeline:
 
     # ------------------------------------------------------------------ alerts
     def _alert(self, status: str, inc: Incident) -> None:
+        self._sent_severity[inc.id] = inc.severity
         top = inc.top
         event = {"status": status, "time": time.time(), "incident": inc.id, "title": inc.title,
                  "severity": inc.severity.value, "start": inc.start, "end": inc.end,

@@ -249,6 +249,7 @@ class RcaProcessor:
             inc = self.incident = Incident(id=uuid.uuid4().hex[:16], start=start, updated=now)
             self.baselines.freeze()
             self._last_rank = 0.0
+        before = inc.severity
         known = {d.fingerprint: i for i, d in enumerate(inc.detections)}
         for d in triggers:
             if d.fingerprint in known:
@@ -262,6 +263,8 @@ class RcaProcessor:
         inc.updated = now
         if opened:
             self._rerank(now)
+            return [inc]
+        if inc.severity is not before:  # escalated: sinks re-route it (Alertmanager fires the critical alert)
             return [inc]
         return []
 
