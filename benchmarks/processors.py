@@ -124,7 +124,8 @@ def replay_false_alarms(path: str, threshold_config=None, seed: int = 0) -> dict
     # the trace's arrivals stop at its last request: later intervals only see it drain, not a drop in traffic
     feed.flush(now=max(s.start for s in spans))
     hours = (spans[-1].end - spans[0].start) / 3600
-    opened = [d for d in sub.drain() if d.end is None]
+    # one per alert: an open detection published again (an escalation to critical) is the same alert
+    opened = list({(d.fingerprint, d.start): d for d in sub.drain() if d.end is None}.values())
     by_kind: dict[str, int] = {}
     for d in opened:
         by_kind[d.kind] = by_kind.get(d.kind, 0) + 1
