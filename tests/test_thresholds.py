@@ -207,8 +207,10 @@ def _proc(**kw):
 
 
 def _opened(proc, y, step_s, metric="m"):
-    """Indices of the points of ``y`` (``step_s`` apart) at which an alert opened."""
-    return [i for i, v in enumerate(y) for d in proc.observe(metric, {}, step_s * i, float(v)) if d.end is None]
+    """Indices of the points of ``y`` (``step_s`` apart) at which an alert opened (not escalated: an update
+    of an open alert keeps its start)."""
+    return [i for i, v in enumerate(y) for d in proc.observe(metric, {}, step_s * i, float(v))
+            if d.end is None and d.start == step_s * i]
 
 
 def test_online_default_needs_two_of_three_points():
