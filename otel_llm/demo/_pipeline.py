@@ -163,9 +163,7 @@ class DemoPipeline:
             self._seen_det.add(key)
             self.record.detections.append(d)
             return
-        for i, rec in enumerate(self.record.detections):  # its end, or an update (escalation) while open
-            if (rec.kind, rec.series, rec.start) == key and rec.end is None:
-                self.record.detections[i] = d if d.end is None else replace(rec, end=d.end)
+        _settle(self.record.detections, d)
 
     def _engine_tick(self, now: float, spans: Sequence[SpanRecord], samples: Sequence[Any],
                      new: list[Detection]) -> None:
@@ -268,14 +266,11 @@ class DemoPipeline:
             self._det_incident[key] = inc.id
         else:
             self._open.pop(key, None)
-            for i, rec in enumerate(self.record.detections):
-                if rec.kind == d.kind and rec.series == d.series and rec.end is None and rec.start == d.start:
-                    self.record.detections[i] = replace(rec, end=d.end)
+            _settle(self.record.detections, d)
             inc_id = self._det_incident.pop(key, None)
             inc = self.record.incidents.get(inc_id) if inc_id else None
             if inc is not None:
-                inc.detections = [replace(x, end=d.end) if (x.kind, x.series, x.start, x.end) ==
-                                  (d.kind, d.series, d.start, None) else x for x in inc.detections]
+                _settle(inc.detections, d)
 
     def _update_open(self, key: tuple[str, str], d: Detection) -> None:
         """A detector published an open detection again (same start): it escalated. Replace it where it
@@ -283,13 +278,10 @@ class DemoPipeline:
         self._open[key] = d
         inc_id = self._det_incident.get(key)
         inc = self.record.incidents.get(inc_id) if inc_id else None
-        same = (d.kind, d.series, d.start)
-        for dets in (self.record.detections, inc.detections if inc is not None else []):
-            for i, x in enumerate(dets):
-                if (x.kind, x.series, x.start) == same and x.end is None:
-                    dets[i] = d
+        _settle(self.record.detections, d)
         if inc is None:
             return
+        _settle(inc.detections, d)
         if d.severity is Severity.CRITICAL and inc.severity is not Severity.CRITICAL and inc.active:
             inc.severity = Severity.CRITICAL
             self._alert("firing", inc)
@@ -400,6 +392,14 @@ class DemoPipeline:
 
 def _title(d: Detection) -> str:
     return d.explanation.split(";")[0][:120] if d.explanation else f"{d.kind} on {d.series}"
+
+
+def _settle(dets: list[Detection], d: Detection) -> None:
+    """``d`` updates (still open: an escalation) or ends the open detection of ``dets`` with its kind, series
+    and start; replaced in place."""
+    for i, x in enumerate(dets):
+        if x.end is None and (x.kind, x.series, x.start) == (d.kind, d.series, d.start):
+            dets[i] = d if d.end is None else replace(x, end=d.end)
 
 
 def _rca_engine(gpu_store: Any) -> Any:
