@@ -24,7 +24,7 @@ import collections
 import math
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from otel_llm.processors._features import (
@@ -345,12 +345,16 @@ class RequestAnomalyProcessor:
                 rs.open = det
                 out.append(det)
             elif rs.open is not None and rate <= self.rate_threshold / 2:
-                from dataclasses import replace
-
                 det = replace(rs.open, end=res.t, score=rate, value=rate,
                               explanation=f"rate of abnormal requests back to {rate:.0%}")
                 rs.open = None
                 out.append(det)
+            elif rs.open is not None and rate > 2 * self.rate_threshold and rs.open.severity is not Severity.CRITICAL:
+                # escalated: the same open detection (same start) again, now critical (see the threshold processor)
+                rs.open = replace(rs.open, severity=Severity.CRITICAL, score=rate, value=rate,
+                                  explanation=f"{rs.open.explanation}; escalated to critical: {rs.counted} of {total} "
+                                              f"requests ({rate:.0%}) abnormal")
+                out.append(rs.open)
         if out:
             self.stream.publish(out)
         return out

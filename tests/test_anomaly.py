@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from otel_llm.processors._anomaly import RequestAnomalyProcessor
 from otel_llm.processors._features import FEATURES, request_features
+from otel_llm.processors._model import Severity
 from otel_llm.processors._outlier import VALID_DETECTORS, OutlierDetector
 from otel_llm.processors._sdk import DetectorSpanProcessor, SpanSeriesFeed
 from otel_llm.processors._spans import KIND_SERVER, SpanRecord
@@ -162,6 +163,15 @@ def _span(i, rng, *, tpot_factor=1.0, t0=1_000.0, gpu=None, model="tiny"):
                       kind=KIND_SERVER, attributes=attrs)
 
 
+def _opened(dets):
+    """The detections that open an alert (an escalation publishes the open one again, with its start)."""
+    first: dict = {}
+    for d in dets:
+        if d.active:
+            first.setdefault((d.fingerprint, d.start), d)
+    return list(first.values())
+
+
 def test_one_outlier_does_not_page_but_a_burst_does():
     rng = np.random.default_rng(2)
     stream = DetectionStream()
@@ -178,7 +188,7 @@ def test_one_outlier_does_not_page_but_a_burst_does():
     assert [d for d in dets if d.active] == []  # one abnormal request: no page
     for i in range(202, 222):
         dets += proc.observe(_span(i, rng, tpot_factor=8 if i % 2 else 1))
-    opened = [d for d in dets if d.kind == "anomaly" and d.active]
+    opened = [d for d in _opened(dets) if d.kind == "anomaly"]
     assert len(opened) == 1
     d = opened[0]
     assert d.series == 'otel_llm.anomaly.requests{gen_ai.request.model="tiny",service.name="llm"}'
@@ -186,6 +196,30 @@ def test_one_outlier_does_not_page_but_a_burst_does():
     assert "tpot" in d.explanation and d.trace_ids and all(len(t) == 32 for t in d.trace_ids)
     assert 0 < d.score <= 1
     assert d in sub.drain()
+
+
+def test_a_rate_alert_that_doubles_past_its_threshold_escalates_to_critical_once():
+    rng = np.random.default_rng(2)
+    proc = RequestAnomalyProcessor("ecod", 0.02, refit="inline", min_fit=100, rate_window_s=30, rate_threshold=0.2,
+                                   min_anomalies=3, emit_metrics=False)
+    for i in range(200):
+        proc.observe(_span(i, rng))
+    dets = []
+    i = 200
+    while not dets:  # every other request slow: it opens just past 20 %, a warning
+        dets += proc.observe(_span(i, rng, tpot_factor=8 if i % 2 else 1))
+        i += 1
+    (warn,) = dets
+    assert warn.active and warn.severity is Severity.WARNING
+    for j in range(i, i + 60):  # then every request: the rate climbs past 40 %
+        dets += proc.observe(_span(j, rng, tpot_factor=8))
+    assert len(dets) == 2 and len(_opened(dets)) == 1
+    crit = dets[1]
+    assert crit.active and crit.severity is Severity.CRITICAL and crit.value > 0.4
+    assert (crit.start, crit.fingerprint) == (warn.start, warn.fingerprint) and "escalated" in crit.explanation
+    for j in range(i + 60, i + 200):
+        dets += proc.observe(_span(j, rng))
+    assert len(dets) == 3 and not dets[2].active and dets[2].severity is Severity.CRITICAL
 
 
 def test_gpu_state_lookup_adds_gpu_features_and_a_throttled_gpu_is_named():
@@ -369,11 +403,11 @@ def test_a_busy_gpu_at_normal_latency_is_explained_but_does_not_page(load_featur
         state["fn"] = _gpu(60.0, 390.0, 0.5, throttle=0x40)
         for i in range(190, 220):
             dets += proc.observe(_span(i, rng, gpu="GPU-1", tpot_factor=6))
-        opened = [d for d in dets if d.active]
+        opened = _opened(dets)
         assert len(opened) == 1 and "gpu_throttle" in opened[0].contributions
     else:
         assert not any(s.load_only for s in scores)
-        assert len([d for d in dets if d.active]) == 1
+        assert len(_opened(dets)) == 1
     with pytest.raises(ValueError, match="gpu_util"):
         RequestAnomalyProcessor(refit="inline", emit_metrics=False, load_features=("gpu_utilisation",))
 
@@ -400,7 +434,7 @@ def test_requests_faster_than_usual_are_explained_but_do_not_page():
     assert sum(s.counts for s in scores) <= 4 and dets == []
     for i in range(190, 230):
         dets += proc.observe(_span(i, rng, tpot_factor=5))
-    opened = [d for d in dets if d.active]
+    opened = _opened(dets)
     assert len(opened) == 1 and "tpot" in opened[0].contributions
     assert "not paged" not in opened[0].explanation.split("Example:")[1]
 
