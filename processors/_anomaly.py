@@ -34,7 +34,7 @@ from otel_llm.processors._features import (
     request_features,
     request_series_attributes,
 )
-from otel_llm.processors._model import Detection, Severity
+from otel_llm.processors._model import CRITICAL_FACTOR, Detection, Severity
 from otel_llm.processors._outlier import VALID_DETECTORS, OutlierDetector, check_detector
 from otel_llm.processors._spans import SpanRecord
 from otel_llm.processors._stream import DetectionStream
@@ -332,7 +332,7 @@ class RequestAnomalyProcessor:
                 top = ", ".join(f"{k} {v:.0%}" for k, v in agg.most_common(3))
                 det = Detection(
                     kind="anomaly", series=rs.key, start=bad[0].t, score=rate,
-                    severity=Severity.CRITICAL if rate > 2 * self.rate_threshold else Severity.WARNING,
+                    severity=Severity.CRITICAL if rate > CRITICAL_FACTOR * self.rate_threshold else Severity.WARNING,
                     metric=_SERIES_METRIC, attributes=dict(attrs), value=rate, band=(0.0, self.rate_threshold),
                     explanation=(
                         f"{rs.counted} of {total} requests ({rate:.0%}) in the last {self.rate_window_s:g} s were "
@@ -349,7 +349,8 @@ class RequestAnomalyProcessor:
                               explanation=f"rate of abnormal requests back to {rate:.0%}")
                 rs.open = None
                 out.append(det)
-            elif rs.open is not None and rate > 2 * self.rate_threshold and rs.open.severity is not Severity.CRITICAL:
+            elif (rs.open is not None and rate > CRITICAL_FACTOR * self.rate_threshold
+                  and rs.open.severity is not Severity.CRITICAL):
                 # escalated: the same open detection (same start) again, now critical (see the threshold processor)
                 rs.open = replace(rs.open, severity=Severity.CRITICAL, score=rate, value=rate,
                                   explanation=f"{rs.open.explanation}; escalated to critical: {rs.counted} of {total} "

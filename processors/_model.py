@@ -23,6 +23,12 @@ class Severity(str, enum.Enum):
     CRITICAL = "critical"
 
 
+CRITICAL_FACTOR = 2.0
+"""A detection is ``critical`` once its deviation reaches this many times the rule's threshold (a z-score, a
+rate of abnormal requests): at once when it opens that large, or later, when an open ``warning`` grows that
+large (the same detection is published again with the new severity, so sinks re-route it)."""
+
+
 class ExportResult(enum.Enum):
     SUCCESS = 0
     FAILURE = 1

@@ -35,7 +35,7 @@ from otel_llm.processors._forecast import (
     level_key,
     normal_quantile,
 )
-from otel_llm.processors._model import Detection, Severity
+from otel_llm.processors._model import CRITICAL_FACTOR, Detection, Severity
 from otel_llm.processors._stream import DetectionStream
 
 from otel_llm import semconv
@@ -58,11 +58,6 @@ DEFAULT_LIMITS: Mapping[str, float] = {
     semconv.HW_GPU_MEMORY_UTILIZATION: 1.0,
 }
 
-
-CRITICAL_FACTOR = 2.0
-"""An alert is ``critical`` once its deviation reaches this many times the policy's threshold: at once when
-it opens that large, or later, when an open ``warning`` grows that large (the same detection is published
-again with the new severity, so sinks re-route it)."""
 
 _ONLINE_POLICY = AlarmPolicy(k=2, n=3)
 """The online alarm rule (2 of 3 past 4.5); ``OTEL_LLM_THRESHOLD_Z`` / ``_RARITY`` change fields of it."""
