@@ -11,12 +11,14 @@ server's own telemetry):
   ``otel_llm.threshold.upper`` / ``.lower`` (gauge, the band crossed, with
   ``otel_llm.level``), ``otel_llm.incidents.open`` (up-down counter);
 * logs -- one log record per incident state change (opened, updated with a new
-  ranking, resolved): body = summary, attributes = incident id, severity, root
+  ranking or severity, resolved): body = summary, attributes = incident id, severity, root
   causes, trace ids; the record carries the first example trace id, so a
   backend can jump from the log to the trace.
 
-Each detection is counted once (keyed by fingerprint and start), however often
-the same incident is re-exported. Series attributes are bounded
+Each detection is counted once (keyed by fingerprint and start), under the
+severity it opened with, however often the same incident is re-exported; an
+incident that escalates to critical moves in ``otel_llm.incidents.open`` from
+the warning series to the critical one. Series attributes are bounded
 (``max_series``); beyond it points are dropped and counted.
 """
 
@@ -71,8 +73,8 @@ class DetectionMetricsExporter:
         self._lock = threading.Lock()
         self._seen: dict[tuple[str, float], None] = {}
         self._series: set[tuple[str, str, str]] = set()
-        self._open_ids: set[str] = set()
-        self._logged: dict[str, tuple[bool, tuple[str, ...]]] = {}
+        self._open_ids: dict[str, Severity] = {}  # open incident -> the severity it is counted under
+        self._logged: dict[str, tuple[bool, Severity, tuple[str, ...]]] = {}
         self._shutdown = False
 
     def export(self, incidents: Sequence[Incident]) -> ExportResult:
@@ -134,14 +136,19 @@ class DetectionMetricsExporter:
 
     # --------------------------------------------------------------------- logs
     def _record_incident(self, incident: Incident) -> None:
-        if incident.active and incident.id not in self._open_ids:
-            self._open_ids.add(incident.id)
+        # Open incidents by their current severity: an incident that turns critical moves from the warning
+        # series to the critical one, and leaves the series it is counted under when it resolves.
+        counted = self._open_ids.get(incident.id)
+        if incident.active and counted is not incident.severity:
+            if counted is not None:
+                self._open.add(-1, {sc.OTEL_LLM_SEVERITY: counted.value})
+            self._open_ids[incident.id] = incident.severity
             self._open.add(1, {sc.OTEL_LLM_SEVERITY: incident.severity.value})
-        elif not incident.active and incident.id in self._open_ids:
-            self._open_ids.discard(incident.id)
-            self._open.add(-1, {sc.OTEL_LLM_SEVERITY: incident.severity.value})
+        elif not incident.active and counted is not None:
+            del self._open_ids[incident.id]
+            self._open.add(-1, {sc.OTEL_LLM_SEVERITY: counted.value})
         ranking = tuple(f"{c.kind}:{c.name}" for c in incident.candidates[:5])
-        state = (incident.active, ranking)
+        state = (incident.active, incident.severity, ranking)
         if self._logged.get(incident.id) == state:
             return  # nothing new to say
         previous = self._logged.get(incident.id)

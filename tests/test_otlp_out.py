@@ -74,6 +74,33 @@ def test_metrics_and_logs_in_memory(telemetry, logs):
     assert _point(telemetry, sc.OTEL_LLM_INCIDENTS_OPEN)[0].value == 0
 
 
+def test_an_incident_that_turns_critical_moves_in_the_open_gauge_and_is_logged_as_updated(telemetry, logs):
+    import dataclasses
+
+    provider, log_exporter = logs
+    exp = DetectionMetricsExporter(telemetry.meter_provider, provider)
+    crit = incident()
+    warn = dataclasses.replace(crit, severity=Severity.WARNING,
+                               detections=[dataclasses.replace(crit.detections[0], severity=Severity.WARNING)])
+
+    def open_by_severity():
+        return {p.attributes[sc.OTEL_LLM_SEVERITY]: p.value for p in telemetry.points(sc.OTEL_LLM_INCIDENTS_OPEN)}
+
+    exp.export([warn])
+    assert open_by_severity() == {"warning": 1}
+    exp.export([crit])  # same incident, same ranking, now critical (an escalated detection)
+    assert open_by_severity() == {"warning": 0, "critical": 1}
+    exp.export([incident(end=1100.0)])
+    assert open_by_severity() == {"warning": 0, "critical": 0}
+    records = [r.log_record for r in log_exporter.get_finished_logs()]
+    assert [(r.body, r.severity_text) for r in records] == [
+        ("TTFT above band [opened]", "WARNING"), ("TTFT above band [updated]", "CRITICAL"),
+        ("TTFT above band [resolved]", "CRITICAL")]
+    # the escalated detection is one detection (same fingerprint and start), counted under its first severity
+    (count,) = _point(telemetry, sc.OTEL_LLM_DETECTIONS)
+    assert (count.value, count.attributes[sc.OTEL_LLM_SEVERITY]) == (1, "warning")
+
+
 def test_series_limit_and_bad_input(telemetry, logs):
     from otel_llm import _selftelemetry
 
