@@ -27,7 +27,11 @@ from the forecast). The rule, in order:
    outside alarms, on log histograms of 5 %-wide bins above ``threshold``. A
    series whose routine spikes or bursts are that large stops paging on each
    of them; a larger one still pages at once, and a deviation that stays
-   pages when it has lasted;
+   pages when it has lasted. With ``rarity_max`` M > R the rate tightens as
+   the series grows: at most two earlier points may have reached the size, or
+   one in M of the points judged, whichever allows more (one in R at 2R
+   points, one in M from 2M on), so the routine record spikes of a long
+   heavy-tailed series stop paging while a short one is judged as before;
 7. optional **EWMA chart** (``ewma`` = smoothing weight, 0 = off): the
    exponentially weighted mean of z, divided by its stationary standard
    deviation ``sqrt(ewma / (2 - ewma))``, counts like a point z, so a sustained
@@ -60,6 +64,7 @@ class AlarmPolicy:
     rearm: int = 0
     rearm_share: float = 0.0
     rarity: int = 0
+    rarity_max: int = 0
 
     def validate(self) -> AlarmPolicy:
         if self.direction not in VALID_DIRECTIONS:
@@ -84,6 +89,8 @@ class AlarmPolicy:
             raise ValueError(f"rearm_share must be in [0, 1] (0 = a fixed rearm period), got {self.rearm_share}")
         if self.rarity < 0:
             raise ValueError(f"rarity must be >= 0 points (0 = off), got {self.rarity}")
+        if self.rarity_max and self.rarity_max < self.rarity:
+            raise ValueError(f"rarity_max must be 0 (= rarity) or >= rarity={self.rarity}, got {self.rarity_max}")
         return self
 
 
@@ -142,6 +149,9 @@ class AlarmRule:
         reached = -1  # itself aside
         for i in range(b, _TAIL_BINS):
             reached += hist[i]
+        m = self._p.rarity_max
+        if m > r:  # tightening with the series: two earlier points, or one in m, whichever allows more
+            return reached <= 2 or reached * m <= self.steps
         return reached * r <= self.steps
 
     def effective(self, z: float) -> float:

@@ -161,6 +161,25 @@ def test_rarity_stops_a_routine_lone_spike_from_paging(rarity):
         AlarmPolicy(rarity=-1).validate()
 
 
+def test_rarity_max_tightens_the_rate_as_the_series_grows():
+    """A spike every 60 points is rarer than 1 in 50 (it pages every time under rarity=50 alone) but not rarer
+    than 1 in 100: with rarity_max=100 it stops paging once three came before it (two are always allowed)."""
+
+    def run(**kw):
+        rule = AlarmRule(AlarmPolicy(threshold=3, k=2, n=3, recover=1, recover_n=1, instant=5, rarity=50,
+                                     **kw).validate())
+        return [i for i in range(1, 1201) if rule.step(8.0 if i % 60 == 0 else 0.0) == OPENED], rule
+
+    fixed, _ = run()
+    assert len(fixed) == 20
+    growing, rule = run(rarity_max=100)
+    assert growing == [60, 120, 180]  # 60: before 2R points; 120 and 180: one and two earlier spikes
+    assert rule.step(20.0) == OPENED  # larger than anything routine: still pages at once
+    assert run(rarity_max=50)[0] == fixed  # rarity_max = rarity: the fixed rate
+    with pytest.raises(ValueError, match="rarity_max must be 0"):
+        AlarmPolicy(rarity=50, rarity_max=20).validate()
+
+
 def test_rarity_stops_a_routine_burst_from_paging_but_not_a_larger_one_or_a_shift_that_lasts():
     rule = AlarmRule(AlarmPolicy(threshold=3, k=2, n=3, recover=1, recover_n=1, rarity=50).validate())
     # a 2-point burst every 25 points: a run of 2 of 3 hits at 6 sigmas

@@ -40,12 +40,13 @@ def default_threshold_config():
     # per-minute points), linear scale; an alert opens on 2 of 3 points past 3.5 band-sigmas or on one
     # point past 5 and closes after 3 points under 1.5; for 2% of the points seen so far (at most 1,000) after
     # an alert opens, another opens only if it is worse; once 1,000 points are judged, a lone point or a short
-    # run opens one only if at most 1 in 500 of the series' points reached its size (rarity); see
-    # docs/processors.md for how it was chosen.
+    # run opens one only if at most two earlier points reached its size, or 1 in 800 of the series' points
+    # (rarity: 1 in 500 at 1,000 points, tightening to 1 in 800 from 1,600 on); see docs/processors.md for
+    # how it was chosen.
     return ThresholdConfig(
         refit="inline", model="robust", log_scale="off", history=8192, tail_scale=1.5,
         policy=AlarmPolicy(threshold=3.5, k=2, n=3, instant=5.0, recover=1.5, rearm=1000, rearm_share=0.02,
-                           rarity=500),
+                           rarity=500, rarity_max=800),
     )
 
 
