@@ -38,6 +38,12 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
         season_length: Optional[int] = typer.Option(None, "--season-length", help="Points per season (MSTL / seasonal ETS)"),
         log_scale: Optional[str] = typer.Option(None, "--log-scale", help="auto | on | off"),
         only: Optional[str] = typer.Option(None, "--only", help="Only series whose <group>/<name>.csv contains this text"),
+        settings: list[str] = typer.Option(
+            None, "--set", help="Threshold setting FIELD=VALUE over the shipped default (repeat the option): a "
+            "ThresholdConfig field (tail_scale=2.0) or policy.FIELD for the alarm rule (policy.threshold=4.0)",
+        ),
+        split: bool = typer.Option(False, "--split", help="Also score the tune and held-out halves (series sorted by key: even / odd positions)"),
+        jobs: int = typer.Option(1, "--jobs", min=1, help="Worker processes (same results; the speed figure then sums the workers' time)"),
     ) -> None:
         """Score a detector's own alarms with NAB (standard / low-FP / low-FN), point-wise and event F1.
 
@@ -53,6 +59,7 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
             VALID_DETECTORS,
             default_threshold_config,
             evaluate,
+            threshold_config_with,
         )
         from otel_llm.evaluation.nab import load_nab
 
@@ -63,12 +70,13 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
             raise typer.BadParameter(f"{alarm_mode!r}; choose one of: {', '.join(VALID_ALARM_MODES)}", param_hint="--alarm-mode")
         config = None
         if detector == "threshold":
-            config = default_threshold_config()
             changes = {k: v for k, v in {"model": model, "season_length": season_length, "log_scale": log_scale}.items() if v is not None}
             try:
-                config = replace(config, **changes).validate()
+                config = threshold_config_with(settings or (), replace(default_threshold_config(), **changes))
             except ValueError as exc:
-                raise typer.BadParameter(str(exc)) from None
+                raise typer.BadParameter(str(exc), param_hint="--set" if settings else None) from None
+        elif settings:
+            raise typer.BadParameter("--set applies to --detector threshold only", param_hint="--set")
         report: dict = {}
         try:
             series = load_nab(nab, report=report)
@@ -89,11 +97,37 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
                 progress.update(task, advance=n, description=f"{detector}: {s.key}")
 
             result = evaluate(nab, detector, out, config=config, alarm_mode=alarm_mode, progress=tick, series=series,
-                              labels_report=report)
+                              labels_report=report, split=split, jobs=jobs)
+        if settings:
+            result["settings"] = list(settings)
         result["dataset"] = str(nab)
         if out is not None:
             result["results_dir"] = str(out)
         typer.echo(json.dumps(result, indent=2, sort_keys=True))
+
+    @eval_app.command("rewindow")
+    def eval_rewindow(
+        nab: Path = typer.Option(..., "--nab", help="Source dataset with point labels: DIR/labels/combined_labels.json"),
+        out: Path = typer.Option(..., "--out", help="Output folder: a copy of the data with labels/combined_windows.json rebuilt"),
+        merge_events: bool = typer.Option(False, "--merge-events", help="First merge labelled runs closer than 3 % of the series (or half a window) into one event"),
+    ) -> None:
+        """Rebuild NAB windows per labelled run (not per labelled point) from NAB point labels.
+
+        NAB gives each labelled point a window of 0.1 n / k rows; a dataset labelled
+        point by point in long runs then gets many narrow windows. This writes one
+        window of 0.1 n / runs rows centred on each run's first point (merged where
+        they touch), the shape NAB's own labels have. Prints a JSON summary."""
+        from rich.console import Console
+
+        from otel_llm.evaluation.views import rewindow
+
+        try:
+            summary = rewindow(nab, out, merge_events=merge_events)
+        except (FileNotFoundError, ValueError) as exc:
+            Console(stderr=True).print(f"[red]error:[/] {exc}")
+            raise typer.Exit(2) from None
+        summary["out"] = str(out)
+        typer.echo(json.dumps(summary))
 
     @eval_app.command("synth")
     def eval_synth(

@@ -118,6 +118,74 @@ def write_results(out: Path, series: NabSeries, scores: list[float], alarms: lis
             w.writerow([ts, "" if math.isnan(v) else repr(v), f"{s:.6f}", a])
 
 
+def threshold_config_with(settings: list[str] | tuple[str, ...] = (), config=None):
+    """The shipped default (or ``config``) with ``FIELD=VALUE`` settings applied and validated.
+
+    ``FIELD`` is a :class:`~otel_llm.processors._thresholds.ThresholdConfig` field or
+    ``policy.FIELD`` (an :class:`~otel_llm.processors._alarm.AlarmPolicy` field); ``VALUE`` is read
+    as JSON (``3.5``, ``true``, ``[80, 95]``) and otherwise kept as text (``robust``). Raises
+    ValueError naming the valid fields when a name is unknown or a value is invalid."""
+    import dataclasses
+    import json
+
+    cfg = config or default_threshold_config()
+    policy = cfg.policy
+    cfg_fields = sorted(f.name for f in dataclasses.fields(cfg) if f.name != "policy")
+    pol_fields = sorted(f.name for f in dataclasses.fields(policy))
+    for item in settings:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError(f"{item!r}: expected FIELD=VALUE (e.g. policy.threshold=4.0 or tail_scale=1.5)")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text.strip()
+        if name.startswith("policy."):
+            field = name[len("policy."):]
+            if field not in pol_fields:
+                raise ValueError(f"unknown alarm policy field {field!r}; choose one of: "
+                                 + ", ".join(f"policy.{f}" for f in pol_fields))
+            policy = replace(policy, **{field: _typed(name, getattr(policy, field), value)})
+        else:
+            if name not in cfg_fields:
+                raise ValueError(f"unknown threshold setting {name!r}; choose one of: {', '.join(cfg_fields)}, "
+                                 "or policy.FIELD for the alarm rule")
+            cfg = replace(cfg, **{name: _typed(name, getattr(cfg, name), value)})
+    return replace(cfg, policy=policy.validate()).validate()
+
+
+def _typed(name: str, current, value):
+    """``value`` in the type of the setting's current value, or ValueError saying what it expects."""
+    if isinstance(current, bool):
+        ok, what = isinstance(value, bool), "true or false"
+    elif isinstance(current, int | float):
+        ok, what = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+        if ok and isinstance(current, int) and not isinstance(current, bool):
+            ok, what = float(value).is_integer(), "a whole number"
+            value = int(value) if ok else value
+    elif isinstance(current, tuple):
+        ok, what = isinstance(value, list), "a JSON list such as [80, 95]"
+        value = tuple(value) if ok else value
+    elif isinstance(current, str):
+        ok, what = isinstance(value, str), "text"
+    else:  # None: optional numbers (season_length, alarm_level, horizon)
+        ok, what = value is None or (isinstance(value, int | float) and not isinstance(value, bool)), "a number or null"
+    if not ok:
+        raise ValueError(f"{name} expects {what}, got {value!r}")
+    return value
+
+
+def _run_one(job: tuple) -> tuple[list[float], list[int], float, collections.Counter]:
+    """One series in a worker process (``evaluate(jobs=N)``): scores, alarms, seconds, input stats."""
+    series, detector, config, alarm_mode = job
+    run = run_threshold if detector == "threshold" else run_pyod
+    stats: collections.Counter = collections.Counter()
+    t0 = time.perf_counter()
+    scores, alarms = run(series, config, alarm_mode, stats)
+    return scores, alarms, time.perf_counter() - t0, stats
+
+
 def evaluate(
     root: str | Path,
     detector: str = "threshold",
@@ -129,44 +197,81 @@ def evaluate(
     progress: Callable[[NabSeries, int], None] | None = None,
     series: list[NabSeries] | None = None,
     labels_report: dict | None = None,
+    split: bool = False,
+    jobs: int = 1,
 ) -> dict:
     """Run ``detector`` over every series under ``root`` and return the JSON-able result.
 
     ``series`` (already loaded) skips reading ``root``; pass the ``report`` that
     :func:`load_nab` filled as ``labels_report`` so the result still says how
     the labels matched the data (``labels`` in the result).
+
+    The result's ``nab`` holds the three NAB profiles; ``density_matched`` is
+    the ``standard`` score with false alarms weighted as on NAB's sparser
+    labels, and that weight (see :mod:`otel_llm.evaluation.views`). With ``split``, ``split.tune`` and
+    ``split.held_out`` score the two halves of the series (sorted by key, even
+    and odd positions) the same way. ``jobs`` > 1 runs series in that many
+    worker processes (same results; ``seconds_per_10k_points`` then sums the
+    workers' time per series, which shared cores inflate).
     """
+    from otel_llm.evaluation.nab import PROFILES
+    from otel_llm.evaluation.views import density_matched_profile, split_keys
+
     if detector not in VALID_DETECTORS:
         raise ValueError(f"unknown detector {detector!r}; choose one of: {', '.join(VALID_DETECTORS)}")
     if alarm_mode not in VALID_ALARM_MODES:
         raise ValueError(f"unknown alarm mode {alarm_mode!r}; choose one of: {', '.join(VALID_ALARM_MODES)}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     if series is None:
         labels_report = {}
         series = load_nab(root, report=labels_report)
     chosen = [s for s in series if select is None or select(s)]
-    run = run_threshold if detector == "threshold" else run_pyod
+    rows = sum(len(s.values) for s in chosen)
+    profiles = dict(PROFILES, density_matched=density_matched_profile(rows, sum(len(s.windows) for s in chosen)))
     out_dir = Path(out) if out is not None else None
-    results = []
-    points = 0
+    results = {}
     elapsed = 0.0
     stats: collections.Counter = collections.Counter()
-    for s in chosen:
-        t0 = time.perf_counter()
-        scores, alarms = run(s, config, alarm_mode, stats)
-        elapsed += time.perf_counter() - t0
-        points += len(s.values)
-        results.append(score_series(alarms, s.windows, s.times))
+
+    def runs():
+        jobs_in = ((s, detector, config, alarm_mode) for s in chosen)
+        if jobs == 1 or len(chosen) < 2:
+            yield from map(_run_one, jobs_in)
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: a fresh interpreter per worker (no forked locks or threads from the host process)
+        with ProcessPoolExecutor(min(jobs, len(chosen)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            yield from pool.map(_run_one, jobs_in)
+
+    for s, (scores, alarms, seconds, st) in zip(chosen, runs(), strict=True):
+        elapsed += seconds
+        stats.update(st)
+        results[s.key] = score_series(alarms, s.windows, s.times, profiles)
         if out_dir is not None:
             write_results(out_dir, s, scores, alarms)
         if progress is not None:
             progress(s, len(s.values))
-    summary = summarize(results)
+    weight = profiles["density_matched"]["fp"]
+
+    def scored(keys: list[str]) -> dict:
+        # NAB's three profiles under "nab"; the density-matched reading beside them, not among them
+        out = summarize([results[k] for k in keys], profiles)
+        out["density_matched"] = {"nab": out["nab"].pop("density_matched"), "fp_weight": weight}
+        return out
+
+    summary = scored(list(results))
+    if split:
+        tune, held = split_keys(list(results))
+        summary["split"] = {name: {"series": len(keys), **scored(keys)} for name, keys in (("tune", tune), ("held_out", held))}
     summary.update(
         detector=detector,
         alarm_mode=alarm_mode,
         series=len(chosen),
-        points=points,
-        seconds_per_10k_points=(elapsed / points * 10_000) if points else None,
+        points=rows,
+        seconds_per_10k_points=(elapsed / rows * 10_000) if rows else None,
     )
     if labels_report:
         # Series scored with no windows because the labels do not name them, and label entries with no data.
@@ -188,4 +293,4 @@ def evaluate(
 
 
 __all__ = ["VALID_ALARM_MODES", "VALID_DETECTORS", "default_threshold_config", "evaluate", "run_pyod",
-           "run_threshold", "write_results"]
+           "run_threshold", "threshold_config_with", "write_results"]
