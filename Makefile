@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.otel-llm-installed
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test lint bench venv backends clean dashboards rules
+.PHONY: demo test lint bench eval-views venv backends clean dashboards rules
 
 $(STAMP): pyproject.toml setup.py constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,13 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/request_outliers.py
 	$(BIN)/python benchmarks/analyze.py
 	$(BIN)/python benchmarks/exporters.py
+
+# NAB scores of the threshold detector on every development view (docs/processors.md), side by side:
+#   make eval-views [DEV=path/to/nab-layout-with-point-labels] [SET="policy.threshold=4.0 tail_scale=2.0"]
+DEV ?=
+SET ?=
+eval-views: $(STAMP)
+	$(BIN)/python scripts/eval_views.py $(if $(DEV),--dev $(DEV)) $(foreach s,$(SET),--set $(s))
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache report
