@@ -28,7 +28,9 @@ Models (``VALID_MODELS``):
   median (``seasonal_gate``), so a series without a real season keeps the flat
   band. Given several candidate periods (the threshold processor passes one
   day and one week of points), it uses the one with the smallest residuals
-  among those the gate accepts. It is also the **fallback** whenever a
+  on its own window among those the gate accepts, unless a longer one leaves
+  under ``SEASON_GATE`` x its residuals over the same points (a daily season
+  judged on a Friday alone looks as good as a weekly one). It is also the **fallback** whenever a
   statsforecast model fails to fit (``BandForecaster.fallback_`` names why).
 
 ``log_scale=True`` models ``log1p(y / c)`` (``c`` = 10% of the median positive
@@ -278,7 +280,8 @@ def robust_band(
     (centre = same phase of past seasons, band = residual quantiles) when :func:`seasonal_gate` says so.
 
     ``season_length`` may be several candidate periods (a day and a week of points): of those the gate
-    accepts, the one with the smallest median absolute residual is used."""
+    accepts, the one with the smallest median absolute residual on its own window is used, unless a
+    longer one leaves under ``SEASON_GATE`` x its residuals over the same points (see :func:`_robust`)."""
     return _robust(y, h, levels, window, season_length)[0]
 
 
@@ -303,12 +306,31 @@ def _robust(
     if y.size == 0:
         raise ValueError("robust band needs at least one point")
     best = None
-    for p in _candidates(season_length):
-        r = seasonal_gate(y, p, window)
-        if r is not None:
-            spread = float(np.median(np.abs(r - np.median(r))))
-            if best is None or spread < best[0]:
-                best = (spread, p, r)
+    accepted = [(p, r) for p in sorted(_candidates(season_length)) if (r := seasonal_gate(y, p, window)) is not None]
+    for p, r in accepted:
+        spread = float(np.median(np.abs(r - np.median(r))))
+        if best is None or spread < best[0]:
+            best = (spread, p, r)
+    longer = [(p, r) for p, r in accepted if p > best[1]] if best is not None else []
+    if longer:
+        # Each season's own residual window is its last max(window, period) points, so a daily season is
+        # judged on its last day alone: on a Friday it ties a weekly one and then pages every weekend.
+        # Over the same points (the longest season's window), a longer season that leaves under
+        # SEASON_GATE x the chosen one's residuals explains what that one misses, and is used instead.
+        span = min(max(r.size for _, r in accepted),
+                   *(y.size - _seasons_held(y.size, p, window) * p - SEASON_OFFSETS for p, _ in accepted))
+        idx = np.arange(y.size - span, y.size, max(span // 512, 1))  # every k-th point: a median needs no more
+
+        def common(p: int) -> float:
+            d = y[idx] - _seasonal_centre(y, idx, p, _seasons_held(y.size, p, window))
+            d = d[~np.isnan(d)]
+            return float(np.median(np.abs(d - np.median(d)))) if d.size else math.inf
+
+        chosen = common(best[1])
+        for p, r in longer:
+            if common(p) < SEASON_GATE * chosen:
+                best = (best[0], p, r)
+                break
     spread = None
     if best is not None:
         held = _seasons_held(y.size, best[1], window)

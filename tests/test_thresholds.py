@@ -764,6 +764,50 @@ def test_robust_band_picks_the_season_with_the_smaller_residuals():
     assert _forecast.BandForecaster("auto_ets", season_length=(24,)).season_length == 24
 
 
+def test_the_seasons_are_compared_over_the_same_points_so_a_friday_does_not_pick_the_daily_one():
+    # Five-minute points: a day is 288, a week 2,016. The daily season's own residual window is its last
+    # 288 points; on a Friday those are weekdays judged against weekdays, as good as the weekly season.
+    # With weekend traffic noisier than weekday traffic, the daily season looks better on its own window.
+    # Judged over the same week, it misses every weekend and Monday: the weekly one leaves under 0.6 x
+    # its residuals there and is used.
+    day, week = 288, 2016
+    rng = np.random.default_rng(4)
+    i = np.arange(4 * week)
+    weekend = (i // day) % 7 >= 5
+    shape = np.where(weekend, 60.0, 100.0) * (1 + 0.3 * np.sin(2 * np.pi * (i % day) / day))
+    y = shape + rng.normal(0, 1.0, i.size) * np.where(weekend, 12.0, 6.0)
+    friday_night = 3 * week + 5 * day - 1  # the next point is Saturday 00:00
+    assert _forecast._robust(y[:friday_night], 1, [95], 256, (day, week))[2] == week
+    # without a weekly pattern the week does no better than the day over the same points: nothing is
+    # overridden, the season with the smaller residuals on its own window is used, as before
+    daily = (100.0 * (1 + 0.3 * np.sin(2 * np.pi * (i % day) / day)) + rng.normal(0, 6.0, i.size))[:friday_night]
+    for n in (friday_night - 3 * day, friday_night):
+        own = {p: _forecast.seasonal_gate(daily[:n], p) for p in (day, week)}
+        spread = {p: float(np.median(np.abs(r - np.median(r)))) for p, r in own.items()}
+        assert _forecast._robust(daily[:n], 1, [95], 256, (day, week))[2] == min(spread, key=spread.get)
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_a_weekly_series_of_five_minute_points_does_not_page_every_saturday(seed):
+    # Six weeks of five-minute traffic, weekends at 60 % and noisier, no fault, through the harness default.
+    # Judging the daily season on its last day alone picked it on Fridays: an alert at every Saturday 00:00.
+    from otel_llm.evaluation.anomaly import default_threshold_config
+
+    day, week = 288, 2016
+    rng = np.random.default_rng(seed)
+    i = np.arange(6 * week)
+    weekend = (i // day) % 7 >= 5
+    shape = np.where(weekend, 60.0, 100.0) * (1 + 0.3 * np.sin(2 * np.pi * (i % day) / day))
+    y = shape + rng.normal(0, 1.0, i.size) * np.where(weekend, 12.0, 6.0)
+    proc = ThresholdProcessor(replace(default_threshold_config(), refit="inline"), emit_metrics=False)
+    t0 = 4 * 86400.0  # 1970-01-05 00:00 UTC, a Monday: point 0 is a Monday
+    opened = [k for k, v in enumerate(y) for d in proc.observe("rps", {}, t0 + 300.0 * k, float(v))
+              if d.end is None and d.start == t0 + 300.0 * k]
+    # once the weekly season is held (three weeks), no Saturday's first hour opens an alert
+    saturdays = [k for k in opened if k >= 3 * week and (k // day) % 7 == 5 and k % day < 12]
+    assert saturdays == [], opened
+
+
 @pytest.mark.parametrize("weekly_season", [True, False])
 def test_a_weekday_at_weekend_level_alarms_only_with_the_weekly_season(weekly_season):
     y = _weekly(weeks=5, seed=2)
