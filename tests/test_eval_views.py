@@ -92,6 +92,13 @@ def test_rewindow_refuses_a_missing_label_file_and_writing_over_its_source(tmp_p
     src = _point_labelled(tmp_path)
     with pytest.raises(ValueError, match="must differ"):
         rewindow(src, src)
+    (src / "labels" / "combined_labels.json").write_text('{"g/a.csv": ["2024-01-01 00:00:00"')
+    with pytest.raises(ValueError, match="combined_labels.json: not valid JSON"):
+        rewindow(src, tmp_path / "out")
+    (src / "labels" / "combined_labels.json").write_text('["g/a.csv"]')
+    with pytest.raises(ValueError, match=r"expected an object mapping .* to \[timestamp, ...\]"):
+        rewindow(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing half-written
 
 
 def test_eval_rewindow_command(tmp_path):

@@ -183,6 +183,17 @@ def _column(fieldnames: Sequence[str] | None, name: str) -> str | None:
     return None
 
 
+def read_label_map(path: Path, shape: str) -> dict[str, list]:
+    """A NAB labels file (``{"<group>/<name>.csv": <shape>}``), or ValueError saying what is wrong with it."""
+    try:
+        labels = json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(labels, dict):
+        raise ValueError(f"{path}: expected an object mapping \"<group>/<name>.csv\" to {shape}")
+    return labels
+
+
 def load_nab(root: str | Path, *, report: dict | None = None) -> list[NabSeries]:
     """Read every ``data/**/*.csv`` under ``root`` with its windows (series without a label entry get none).
 
@@ -200,14 +211,7 @@ def load_nab(root: str | Path, *, report: dict | None = None) -> list[NabSeries]
     if not data.is_dir():
         raise FileNotFoundError(f"{root} is not a NAB-layout folder: missing {data} (expected data/<group>/<name>.csv)")
     labels_path = root / "labels" / "combined_windows.json"
-    labels: dict[str, list] = {}
-    if labels_path.exists():
-        try:
-            labels = json.loads(labels_path.read_text(encoding="utf-8-sig"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{labels_path}: not valid JSON ({exc})") from None
-        if not isinstance(labels, dict):
-            raise ValueError(f"{labels_path}: expected an object mapping \"<group>/<name>.csv\" to [[start, end], ...]")
+    labels = read_label_map(labels_path, "[[start, end], ...]") if labels_path.exists() else {}
     out = []
     for path in sorted(data.rglob("*.csv")):
         key = path.relative_to(data).as_posix()
@@ -358,5 +362,5 @@ def summarize(results: Sequence[SeriesResult], profiles: dict[str, dict[str, flo
     return out
 
 
-__all__ = ["PROFILES", "NabSeries", "SeriesResult", "load_nab", "probation_length", "scaled_sigmoid",
-           "score_series", "summarize", "window_indices"]
+__all__ = ["PROFILES", "NabSeries", "SeriesResult", "load_nab", "probation_length", "read_label_map",
+           "scaled_sigmoid", "score_series", "summarize", "window_indices"]

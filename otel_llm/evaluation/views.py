@@ -32,7 +32,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from otel_llm.evaluation.nab import NabSeries, _read_times, load_nab
+from otel_llm.evaluation.nab import NabSeries, _read_times, load_nab, read_label_map
 
 NAB_ROWS_PER_WINDOW = 3000
 """Rows per labelled window in NAB's corpus (about 365,000 rows, a few windows per series)."""
@@ -91,12 +91,7 @@ def rewindow(src: str | Path, out: str | Path, *, merge_events: bool = False) ->
                                 "({\"<group>/<name>.csv\": [timestamp, ...]})")
     if out.resolve() == src.resolve():
         raise ValueError(f"--out must differ from the source ({src}): the source's windows would be overwritten")
-    try:
-        points = json.loads(labels_path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{labels_path}: not valid JSON ({exc})") from None
-    if not isinstance(points, dict):
-        raise ValueError(f"{labels_path}: expected an object mapping \"<group>/<name>.csv\" to [timestamp, ...]")
+    points = read_label_map(labels_path, "[timestamp, ...]")
     series = load_nab(src)
     windows: dict[str, list[list[str]]] = {}
     summary = {"series": len(series), "labelled_points": 0, "labelled_runs": 0, "windows": 0,
