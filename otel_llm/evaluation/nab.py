@@ -69,6 +69,8 @@ class NabSeries:
     values: list[float]
     windows: list[tuple[int, int]] = field(default_factory=list)
     """Inclusive row index ranges."""
+    time_mode: str | None = None
+    """How the timestamps were read: ``dates``, ``seconds`` or ``ms`` (labels of the series are read the same way)."""
 
     @property
     def group(self) -> str:
@@ -238,7 +240,7 @@ def load_nab(root: str | Path, *, report: dict | None = None) -> list[NabSeries]
         if edges and mode == "dates":
             edges = _local_windows(edges, raw, times, stamps)
         wtimes = list(zip(edges[0::2], edges[1::2], strict=True))
-        out.append(NabSeries(key, stamps, times, values, window_indices(times, wtimes)))
+        out.append(NabSeries(key, stamps, times, values, window_indices(times, wtimes), mode))
     if report is not None:
         keys = {s.key for s in out}
         report["labels_file"] = labels_path.exists()

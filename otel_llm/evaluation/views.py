@@ -120,8 +120,7 @@ def _label_rows(s: NabSeries, stamps: list, where: Path) -> list[int]:
     """Rows of ``s`` whose time is one of the labelled timestamps (read in the data's own mode)."""
     if not stamps or not s.times:
         return []
-    _, mode = _read_times(s.timestamps, where, f"timestamps of {s.key}")
-    times, _ = _read_times([str(x) for x in stamps], where, f"labels of {s.key}", mode)
+    times, _ = _read_times([str(x) for x in stamps], where, f"labels of {s.key}", s.time_mode)
     first: dict[float, int] = {}
     for i, t in enumerate(s.times):
         first.setdefault(t, i)
