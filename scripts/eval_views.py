@@ -37,7 +37,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from otel_llm.evaluation.anomaly import evaluate, threshold_config_with
-from otel_llm.evaluation.synthetic import BASES, write_synthetic
+from otel_llm.evaluation.synthetic import write_synthetic
 from otel_llm.evaluation.views import rewindow
 
 SYNTHETIC = {
@@ -59,7 +59,7 @@ def build(view: str, work: Path, dev: Path | None) -> Path:
     out = work / view
     shutil.rmtree(out, ignore_errors=True)
     if view in SYNTHETIC:
-        write_synthetic(out, **{"bases": BASES, **SYNTHETIC[view]})
+        write_synthetic(out, **SYNTHETIC[view])
     elif view == "nab-like-artificial":
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         import nab_like_artificial

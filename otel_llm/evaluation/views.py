@@ -32,7 +32,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from otel_llm.evaluation.nab import NabSeries, _read_times, load_nab, read_label_map
+from otel_llm.evaluation.nab import PROFILES, NabSeries, _read_times, load_nab, read_label_map
 
 NAB_ROWS_PER_WINDOW = 3000
 """Rows per labelled window in NAB's corpus (about 365,000 rows, a few windows per series)."""
@@ -135,8 +135,9 @@ def split_keys(keys: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def density_matched_profile(rows: int, windows: int, rows_per_window: int = NAB_ROWS_PER_WINDOW) -> dict[str, float]:
     """``standard`` with the false-positive weight scaled to one window per ``rows_per_window`` rows."""
-    fp = 0.11 if not windows else 0.11 * rows_per_window / (rows / windows)
-    return {"tp": 1.0, "fp": fp, "fn": 1.0}
+    standard = PROFILES["standard"]
+    scale = rows_per_window * windows / rows if windows else 1.0
+    return dict(standard, fp=standard["fp"] * scale)
 
 
 __all__ = ["EVENT_GAP_SHARE", "NAB_ROWS_PER_WINDOW", "density_matched_profile", "label_runs", "rewindow",
