@@ -317,12 +317,12 @@ def _robust(
         # judged on its last day alone: on a Friday it ties a weekly one and then pages every weekend.
         # Over the same points (the longest season's window), a longer season that leaves under
         # SEASON_GATE x the chosen one's residuals explains what that one misses, and is used instead.
-        span = min(max(r.size for _, r in accepted),
-                   *(y.size - _seasons_held(y.size, p, window) * p - SEASON_OFFSETS for p, _ in accepted))
+        seasons = {p: _seasons_held(y.size, p, window) for p, _ in accepted}
+        span = min(max(r.size for _, r in accepted), *(y.size - k * p - SEASON_OFFSETS for p, k in seasons.items()))
         idx = np.arange(y.size - span, y.size, max(span // 512, 1))  # every k-th point: a median needs no more
 
         def common(p: int) -> float:
-            d = y[idx] - _seasonal_centre(y, idx, p, _seasons_held(y.size, p, window))
+            d = y[idx] - _seasonal_centre(y, idx, p, seasons[p])
             d = d[~np.isnan(d)]
             return float(np.median(np.abs(d - np.median(d)))) if d.size else math.inf
 
