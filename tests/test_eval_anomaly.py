@@ -172,8 +172,34 @@ def test_the_harness_reports_gaps_it_kept_on_the_time_grid(tmp_path):
     (tmp_path / "labels" / "combined_windows.json").write_text(json.dumps({"g/s.csv": []}))
     out = evaluate(tmp_path, "threshold", tmp_path / "res")
     assert out["input"] == {"dropped": {"out_of_order": 1}, "gap_slots": 29, "series_with_gaps": 1,
-                            "shared_slots": 1}
+                            "shared_slots": 1, "series_with_drops": 1,
+                            "series_dropping": [{"series": "g/s.csv", "rows": len(lines), "dropped": {"out_of_order": 1}}]}
     assert len((tmp_path / "res" / "g" / "s.csv").read_text().splitlines()) == len(lines) + 1
+
+
+def test_a_file_newest_first_is_named_with_the_fix_not_just_counted(tmp_path):
+    """Streaming keeps a point only if it is later than the one before: a file exported newest first loses all
+    rows but one. The harness scores on, and says which file, why, and what to do."""
+    data = tmp_path / "data" / "g"
+    data.mkdir(parents=True)
+    (tmp_path / "labels").mkdir()
+    rows = [f"2024-01-01 {i // 60:02d}:{i % 60:02d}:00,{1.0 + i % 3}" for i in range(300)]
+    (data / "newest-first.csv").write_text("timestamp,value\n" + "\n".join(reversed(rows)) + "\n")
+    (data / "fine.csv").write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    one_empty = rows[:]
+    one_empty[200] = one_empty[200].rsplit(",", 1)[0] + ","
+    (data / "one-empty.csv").write_text("timestamp,value\n" + "\n".join(one_empty) + "\n")
+    (tmp_path / "labels" / "combined_windows.json").write_text(
+        json.dumps({f"g/{n}.csv": [] for n in ("newest-first", "fine", "one-empty")}))
+    result = CliRunner().invoke(build_app(), ["eval", "anomaly", "--nab", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    err = " ".join(result.stderr.split())
+    assert "g/newest-first.csv: 299 of 300 rows dropped" in err and "sort it oldest first" in err
+    assert "one-empty.csv: 1 of" not in err  # one row in 300 is under the share worth a warning; it is still counted
+    summary = json.loads(result.stdout)
+    assert summary["input"]["dropped"] == {"non_finite": 1, "out_of_order": 299}
+    assert summary["input"]["series_with_drops"] == 2
+    assert [d["series"] for d in summary["input"]["series_dropping"]] == ["g/newest-first.csv", "g/one-empty.csv"]
 
 
 @pytest.mark.parametrize("stamp", [lambda i: str(i + 1), lambda i: str(1_416_726_000 + 3600 * i),

@@ -27,6 +27,25 @@ def _warn_labels(err, nab: Path, report: dict) -> None:
                   f"{nab / 'data'}: {names(report['entries_without_data'])} (check the <group>/<name>.csv paths)")
 
 
+DROP_WARN_SHARE = 0.01
+"""A series that loses at least this share of its rows (non-finite values, rows out of order) is named on stderr."""
+
+_DROP_HINTS = {
+    "out_of_order": "rows whose timestamp is not later than the row before (a file newest first, or repeated "
+                    "stamps): sort it oldest first and keep one row per timestamp",
+    "non_finite": "values that are empty, NaN or infinite",
+}
+
+
+def _warn_drops(err, result: dict) -> None:
+    """Say on stderr which series lost a share of their rows, why, and how to fix the file (scoring goes on)."""
+    for d in result.get("input", {}).get("series_dropping", []):
+        for reason, count in d["dropped"].items():
+            if count >= DROP_WARN_SHARE * d["rows"]:
+                err.print(f"[yellow]warning:[/] {d['series']}: {count:,} of {d['rows']:,} rows dropped, "
+                          f"{_DROP_HINTS.get(reason, reason)}; they are scored with no alarm")
+
+
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:
     @eval_app.command("anomaly")
     def eval_anomaly(
@@ -98,6 +117,7 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
 
             result = evaluate(nab, detector, out, config=config, alarm_mode=alarm_mode, progress=tick, series=series,
                               labels_report=report, split=split, jobs=jobs)
+        _warn_drops(err, result)
         if settings:
             result["settings"] = list(settings)
         result["dataset"] = str(nab)

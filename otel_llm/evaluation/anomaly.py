@@ -176,6 +176,10 @@ def _typed(name: str, current, value):
     return value
 
 
+MAX_DROPPING_LISTED = 20
+"""Series named in the result's ``input.series_dropping`` (those that lost the largest share of rows)."""
+
+
 def _run_one(job: tuple) -> tuple[list[float], list[int], float, collections.Counter]:
     """One series in a worker process (``evaluate(jobs=N)``): scores, alarms, seconds, input stats."""
     series, detector, config, alarm_mode = job
@@ -233,6 +237,8 @@ def evaluate(
     results = {}
     elapsed = 0.0
     stats: collections.Counter = collections.Counter()
+    grid = ("gap_slots", "series_with_gaps", "shared_slots")
+    dropping: list[dict] = []  # series that lost rows, for the report (a newest-first file loses all but one)
 
     def runs():
         jobs_in = ((s, detector, config, alarm_mode) for s in chosen)
@@ -249,6 +255,9 @@ def evaluate(
     for s, (scores, alarms, seconds, st) in zip(chosen, runs(), strict=True):
         elapsed += seconds
         stats.update(st)
+        lost = {k: v for k, v in sorted(st.items()) if k not in grid and v}
+        if lost:
+            dropping.append({"series": s.key, "rows": len(s.values), "dropped": lost})
         results[s.key] = score_series(alarms, s.windows, s.times, profiles)
         if out_dir is not None:
             write_results(out_dir, s, scores, alarms)
@@ -283,11 +292,14 @@ def evaluate(
     if detector == "threshold":
         # What the input held besides points: rows dropped (NaN/inf, not later than the row before),
         # missing points (gaps in the timeline) the detector kept on its time grid, and points that
-        # fell in the previous point's slot.
-        grid = ("gap_slots", "series_with_gaps", "shared_slots")
+        # fell in the previous point's slot. ``series_dropping``: the series that lost the largest share of
+        # their rows (at most MAX_DROPPING_LISTED), so a file in the wrong order is named, not just counted.
+        dropping.sort(key=lambda d: (-sum(d["dropped"].values()) / d["rows"], d["series"]))
         summary["input"] = {
             "dropped": {k: v for k, v in sorted(stats.items()) if k not in grid},
             **{k: stats[k] for k in grid},
+            "series_with_drops": len(dropping),
+            "series_dropping": dropping[:MAX_DROPPING_LISTED],
         }
     return summary
 
